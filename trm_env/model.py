@@ -1,0 +1,218 @@
+"""The Tiny Recursive Model (Jolicoeur-Martineau 2025, "Less is More: Recursive Reasoning with Tiny Networks").
+
+One small network ``core`` refines a latent state z and an answer state y. One *supervision step*:
+
+    repeat n_cycles times (all but the last without gradient):
+        repeat n_latent times:  z <- core(x + y + z)     # think
+        y <- core(y + z)                                  # update the answer
+    emit task_logits = task_head(y), halt_logit = halt_head(y); hand on (y, z) detached
+
+``x`` is the embedded input. In stream mode (``n_chunks > 0``) step t also sees the t-th input
+chunk, so evidence arrives one step at a time (used by the ``regime-chain`` task).
+
+The halt head starts biased to "continue" (bias -5, as in TRM): an untrained head would say
+"halt" with probability 0.5 at every step, i.e. after about two steps, before the answer has had
+any chance to improve; with the bias it starts at p(halt) ~ 0.007 and learns when to stop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["CHECKPOINT_FORMAT", "TRMState", "TinyRecursiveModel"]
+
+CHECKPOINT_FORMAT = "trm_env/TinyRecursiveModel/v1"
+
+
+class TRMState(NamedTuple):
+    """Recursion state: embedded static input, embedded chunks (or None), y, z and the step count."""
+
+    x: Tensor
+    chunks: Tensor | None
+    y: Tensor
+    z: Tensor
+    step: int
+
+
+class _Core(nn.Module):
+    """The one tiny network: a residual 2-layer MLP with post-RMSNorm, as in TRM's MLP variant."""
+
+    def __init__(self, hidden_dim: int, expansion: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(hidden_dim, expansion * hidden_dim)
+        self.down = nn.Linear(expansion * hidden_dim, hidden_dim)
+        self.norm = nn.RMSNorm(hidden_dim, elementwise_affine=False)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.norm(u + self.down(F.gelu(self.up(u))))
+
+
+class TinyRecursiveModel(nn.Module):
+    """Refines (y, z) step after step; every step emits 8 strategy logits and one halt logit.
+
+    >>> model = TinyRecursiveModel(input_dim=5, hidden_dim=16, max_steps=4)
+    >>> task_logits, halt_logits = model.rollout(torch.zeros(3, 5))
+    >>> tuple(task_logits.shape), tuple(halt_logits.shape)
+    ((3, 4, 8), (3, 4))
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int = 8,
+        hidden_dim: int = 64,
+        n_latent: int = 3,
+        n_cycles: int = 1,
+        max_steps: int = 16,
+        expansion: int = 2,
+        n_chunks: int = 0,
+        chunk_dim: int = 0,
+        halt_bias: float = -5.0,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (
+            ("input_dim", input_dim, 1),
+            ("num_classes", num_classes, 2),
+            ("hidden_dim", hidden_dim, 1),
+            ("n_latent", n_latent, 1),
+            ("n_cycles", n_cycles, 1),
+            ("max_steps", max_steps, 1),
+            ("expansion", expansion, 1),
+            ("n_chunks", n_chunks, 0),
+            ("chunk_dim", chunk_dim, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        static_dim = input_dim - n_chunks * chunk_dim
+        if (n_chunks > 0) != (chunk_dim > 0) or static_dim < 0:
+            raise ValueError(
+                f"stream input needs n_chunks > 0 and chunk_dim > 0 with n_chunks * chunk_dim <= input_dim; "
+                f"got n_chunks={n_chunks}, chunk_dim={chunk_dim}, input_dim={input_dim}"
+            )
+        self.config: dict[str, Any] = dict(
+            input_dim=input_dim, num_classes=num_classes, hidden_dim=hidden_dim, n_latent=n_latent,
+            n_cycles=n_cycles, max_steps=max_steps, expansion=expansion, n_chunks=n_chunks,
+            chunk_dim=chunk_dim, halt_bias=halt_bias,
+        )  # fmt: skip
+        self.input_dim, self.num_classes, self.max_steps = input_dim, num_classes, max_steps
+        self.n_latent, self.n_cycles = n_latent, n_cycles
+        self.n_chunks, self.chunk_dim, self.static_dim = n_chunks, chunk_dim, static_dim
+        self.embed = nn.Linear(static_dim, hidden_dim) if static_dim else None
+        self.embed_chunk = nn.Linear(chunk_dim, hidden_dim) if n_chunks else None
+        self.core = _Core(hidden_dim, expansion)
+        self.register_buffer("y_init", torch.randn(hidden_dim))  # fixed random starts, as in TRM
+        self.register_buffer("z_init", torch.randn(hidden_dim))
+        self.task_head = nn.Linear(hidden_dim, num_classes)
+        self.halt_head = nn.Linear(hidden_dim, 1)
+        nn.init.zeros_(self.halt_head.weight)
+        nn.init.constant_(self.halt_head.bias, halt_bias)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (B, {self.input_dim}) (expected width {self.input_dim}), got {shape}")
+        if not torch.isfinite(x).all():
+            raise ValueError("x holds NaN or inf")
+
+    def initial_state(self, x: Tensor) -> TRMState:
+        """Embed the input once and start from the learned y and z."""
+        self._check_input(x)
+        batch = x.shape[0]
+        hidden = self.task_head.in_features
+        static = x[:, : self.static_dim]
+        x_emb = self.embed(static) if self.embed is not None else x.new_zeros(batch, hidden)
+        chunks = None
+        if self.embed_chunk is not None:
+            chunks = self.embed_chunk(x[:, self.static_dim :].reshape(batch, self.n_chunks, self.chunk_dim))
+        y = self.y_init.expand(batch, hidden)
+        z = self.z_init.expand(batch, hidden)
+        return TRMState(x_emb, chunks, y, z, 0)
+
+    def _step_input(self, state: TRMState) -> Tensor:
+        if state.chunks is None or state.step >= self.n_chunks:
+            return state.x
+        return state.x + state.chunks[:, state.step]
+
+    def _cycle(self, x: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        for _ in range(self.n_latent):
+            z = self.core(x + y + z)
+        return self.core(y + z), z
+
+    def step(self, state: TRMState) -> tuple[TRMState, Tensor, Tensor]:
+        """Exactly one supervision step: ``(new_state, task_logits (B, C), halt_logits (B,))``."""
+        x = self._step_input(state)
+        y, z = state.y, state.z
+        with torch.no_grad():
+            for _ in range(self.n_cycles - 1):
+                y, z = self._cycle(x, y, z)
+        y, z = self._cycle(x, y, z)
+        task_logits = self.task_head(y)
+        halt_logits = self.halt_head(y).squeeze(-1)
+        new_state = TRMState(state.x, state.chunks, y.detach(), z.detach(), state.step + 1)
+        return new_state, task_logits, halt_logits
+
+    def rollout(
+        self, x: Tensor, steps: int | None = None, return_answers: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """All K steps in one call: ``task_logits (B, K, C)``, ``halt_logits (B, K)``.
+
+        With ``return_answers`` also the answer states ``y (B, K, hidden_dim)``. Runs under
+        ``torch.no_grad()`` unless the model is in training mode.
+        """
+        steps = self.max_steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
+            state = self.initial_state(x)
+            task, halt, answers = [], [], []
+            for _ in range(steps):
+                state, task_logits, halt_logits = self.step(state)
+                task.append(task_logits)
+                halt.append(halt_logits)
+                answers.append(state.y)
+        out = torch.stack(task, dim=1), torch.stack(halt, dim=1)
+        return (*out, torch.stack(answers, dim=1)) if return_answers else out
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write ``{format, config, state_dict}`` atomically (temp file + rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, input_dim: int | None = None) -> TinyRecursiveModel:
+        """Restore a saved model (a ``model.pt`` or its run directory) in eval mode.
+
+        Refuses, with ``ValueError``, a missing or corrupt file, a file that is not a checkpoint of
+        this project, or (when ``input_dim`` is given) one trained for another input width.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.pt"
+        if not path.is_file():
+            raise ValueError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"checkpoint {str(path)!r} is corrupt or unreadable: {exc}") from exc
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{str(path)!r} is not a TinyRecursiveModel checkpoint (format {CHECKPOINT_FORMAT})")
+        config = payload["config"]
+        if input_dim is not None and config["input_dim"] != input_dim:
+            raise ValueError(
+                f"checkpoint {str(path)!r} expects input width {config['input_dim']}, but the task has {input_dim}"
+            )
+        model = cls(**config)
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint {str(path)!r} does not match its own config: {exc}") from exc
+        return model.eval()

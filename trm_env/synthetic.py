@@ -1,0 +1,107 @@
+"""``regime-chain``: a synthetic strategy-selection task where more recursion steps provably help.
+
+Story: a market moves through regimes, and each regime has one strategy that pays. Analysts file
+one report per step. Report t holds a noisy one-hot vote for a regime (8 channels) and a noisy
+"final" flag (1 channel). For a sample of difficulty d (uniform in 1..max_difficulty):
+
+- reports 1..d-1 are *preliminary*: each votes for the true regime with probability ``hint``,
+  otherwise for a uniformly random regime;
+- report d carries the true regime and the final flag;
+- reports d+1..n_chunks are *distractors*: random votes without the flag, which a model that has
+  already seen the final report must ignore.
+
+The reports are the stream input: recursion step t sees report t only (``Task.n_chunks``), so the
+answer cannot be known before step d, evidence accumulates across steps, and the model has to keep
+what it found. Harder samples (larger d) need more steps; a halting policy that stops at d is optimal.
+
+Pnl: the paying strategy earns ``+s`` and every other strategy loses ``-s * u_j``, with a per-sample
+size ``s = scale * exp(0.5 * N(0, 1))`` and ``u_j ~ U(0.2, 1)``, so the same profit-weighted loss
+applies. Labels are the argmax of the pnl matrix (the true regime). Splits are by sample index
+70/15/15 (the samples are i.i.d., so no embargo is needed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trm_env.tasks import Task, standardise
+
+__all__ = ["NAME", "load_regime_chain"]
+
+NAME = "regime-chain"
+STRATEGIES = tuple(f"regime_{k}" for k in range(8))
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def load_regime_chain(
+    n: int = 12_000,
+    seed: int = 0,
+    n_chunks: int = 16,
+    max_difficulty: int = 8,
+    hint: float = 0.3,
+    noise: float = 0.2,
+    scale: float = 0.02,
+) -> Task:
+    """Build the regime-chain task deterministically from ``seed`` (see the module docstring)."""
+    n = _check_positive_int("n", n, minimum=30)
+    n_chunks = _check_positive_int("n_chunks", n_chunks)
+    max_difficulty = _check_positive_int("max_difficulty", max_difficulty)
+    if max_difficulty > n_chunks:
+        raise ValueError(f"max_difficulty ({max_difficulty}) must be <= n_chunks ({n_chunks})")
+    if not 0.0 <= hint <= 1.0:
+        raise ValueError(f"hint must lie in [0, 1], got {hint}")
+    if noise < 0 or scale <= 0:
+        raise ValueError(f"noise must be >= 0 and scale > 0, got noise={noise}, scale={scale}")
+    rng = np.random.default_rng(seed)
+    classes = len(STRATEGIES)
+    regime = rng.integers(0, classes, size=n)
+    difficulty = rng.integers(1, max_difficulty + 1, size=n)
+
+    step = np.arange(1, n_chunks + 1)[None, :]
+    final = step == difficulty[:, None]
+    hinted = (step < difficulty[:, None]) & (rng.random((n, n_chunks)) < hint)
+    votes = np.where(final | hinted, regime[:, None], rng.integers(0, classes, size=(n, n_chunks)))
+    chunks = np.zeros((n, n_chunks, classes + 1))
+    chunks[..., :classes] = np.eye(classes)[votes] * (step <= difficulty[:, None])[..., None]
+    chunks[..., classes] = final
+    chunks += noise * rng.standard_normal(chunks.shape)
+
+    size = scale * np.exp(0.5 * rng.standard_normal(n))
+    pnl_matrix = -size[:, None] * rng.uniform(0.2, 1.0, size=(n, classes))
+    pnl_matrix[np.arange(n), regime] = size
+
+    train_end, val_end = int(0.7 * n), int(0.85 * n)
+    splits = {
+        "train": np.arange(0, train_end, dtype=np.int64),
+        "val": np.arange(train_end, val_end, dtype=np.int64),
+        "test": np.arange(val_end, n, dtype=np.int64),
+    }
+    features = standardise(chunks.reshape(n, -1), splits["train"])
+    names = tuple(
+        f"report{t + 1}_{'final' if c == classes else f'vote{c}'}"
+        for t in range(n_chunks)
+        for c in range(classes + 1)
+    )
+    labels = regime.astype(np.int64)
+    return Task(
+        name=NAME,
+        features=features,
+        labels=labels,
+        pnl=pnl_matrix[np.arange(n), labels].astype(np.float32),
+        pnl_matrix=pnl_matrix.astype(np.float32),
+        dates=np.arange(n, dtype=np.int64),
+        splits=splits,
+        strategy_names=STRATEGIES,
+        feature_names=names,
+        difficulty=difficulty.astype(np.int64),
+        n_chunks=n_chunks,
+        chunk_dim=classes + 1,
+        params=dict(
+            n=n, seed=seed, n_chunks=n_chunks, max_difficulty=max_difficulty, hint=hint, noise=noise, scale=scale
+        ),
+    )
