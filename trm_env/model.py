@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trm_env.io import atomic_path
+
 __all__ = ["CHECKPOINT_FORMAT", "TRMState", "TinyRecursiveModel"]
 
 CHECKPOINT_FORMAT = "trm_env/TinyRecursiveModel/v1"
@@ -182,10 +184,8 @@ class TinyRecursiveModel(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Write ``{format, config, state_dict}`` atomically (temp file + rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, tmp)
 
     @classmethod
     def load(cls, path: str | Path, input_dim: int | None = None) -> TinyRecursiveModel:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,12 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from trm_env.io import write_json_atomic
 from trm_env.loss import TRMLoss, class_weights_from_labels, profit_weighted_ce
 from trm_env.model import TinyRecursiveModel
 from trm_env.tasks import Task, load_task
 
-__all__ = ["TrainConfig", "evaluate_steps", "train", "write_json_atomic"]
+__all__ = ["TrainConfig", "evaluate_steps", "save_run", "train"]
 
 
 @dataclass
@@ -78,17 +77,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
         return cls(**data)
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON through a temp file in the same folder and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=float)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    Path(tmp).replace(path)
 
 
 def build_model(config: TrainConfig, task: Task) -> TinyRecursiveModel:

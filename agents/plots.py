@@ -1,0 +1,68 @@
+"""Halting-curve figures (matplotlib), shared by ``experiments/run.py`` and the notebook."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on the project machines
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["plot_curves", "plot_difficulty", "plot_halting_steps"]
+
+METRICS = {
+    "accuracy": ("accuracy", "accuracy_lo", "accuracy_hi"),
+    "mean_pnl": ("mean realized pnl", None, None),
+    "profit_weighted_ce": ("profit-weighted CE (lower is better)", "profit_weighted_ce_lo", "profit_weighted_ce_hi"),
+}
+
+
+def plot_curves(curves: pd.DataFrame, metric: str = "accuracy", title: str = "") -> Figure:
+    """``metric`` against mean halting step, one line per policy family, 95% CI bands where available."""
+    label, lo, hi = METRICS[metric]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for policy, group in curves.groupby("policy", sort=False):
+        group = group.sort_values("mean_steps")
+        style = dict(marker="*", markersize=14, linestyle="none") if len(group) == 1 else dict(marker="o", ms=3)
+        (line,) = ax.plot(group["mean_steps"], group[metric], label=policy, **style)
+        if lo is not None and len(group) > 1:
+            ax.fill_between(group["mean_steps"], group[lo], group[hi], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("mean halting step")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_halting_steps(episodes: pd.DataFrame, max_steps: int, title: str = "") -> Figure:
+    """Distribution of halting steps per policy (one default point each)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bins = np.arange(1, max_steps + 2) - 0.5
+    for policy, group in episodes.groupby("policy", sort=False):
+        ax.hist(group["halt_step"], bins=bins, histtype="step", linewidth=1.5, density=True, label=policy)
+    ax.set_xlabel("halting step")
+    ax.set_ylabel("share of samples")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_difficulty(episodes: pd.DataFrame, title: str = "") -> Figure:
+    """Mean halting step by difficulty, one line per policy."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for policy, group in episodes.groupby("policy", sort=False):
+        means = group.groupby("difficulty")["halt_step"].mean()
+        ax.plot(means.index, means.to_numpy(), marker="o", label=policy)
+    ax.set_xlabel("difficulty (the report that carries the answer)")
+    ax.set_ylabel("mean halting step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,83 @@
+"""Train an RL halting policy with stable-baselines3 on the batched SB3 vec env.
+
+The agent sees what every other policy sees (the env's observation) and is paid the same
+profit-weighted signal the halt head was trained on: ``-(1 - tanh(pnl / 0.05)) * CE`` at the halt,
+minus ``step_cost`` for every step it keeps thinking. Training runs on the **validation** split by
+default: the TRM was fit on the train split, so its train-split confidence is optimistic and a policy
+tuned there would halt too early on unseen days. Evaluation is on test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.vec_env import VecMonitor
+
+from agents.policies import RLHaltingPolicy
+from trm_env.io import atomic_path, write_json_atomic
+from trm_env.sb3 import make_sb3_vec_env
+
+__all__ = ["ALGOS", "train_rl_policy"]
+
+ALGOS = {"ppo": PPO, "dqn": DQN}
+
+# Episodes last at most K = 16 steps and the objective is the undiscounted return, so gamma = 1.
+HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "ppo": dict(n_steps=64, batch_size=256, n_epochs=4, learning_rate=1e-3, gamma=1.0, gae_lambda=0.95,
+                ent_coef=0.01, policy_kwargs=dict(net_arch=[64, 64])),
+    "dqn": dict(learning_rate=5e-4, buffer_size=50_000, learning_starts=1_000, batch_size=128, gamma=1.0,
+                train_freq=4, target_update_interval=500, exploration_fraction=0.3, exploration_final_eps=0.02,
+                policy_kwargs=dict(net_arch=[64, 64])),
+}  # fmt: skip
+
+
+def train_rl_policy(
+    task: str = "sp500",
+    algo: str = "ppo",
+    step_cost: float = 0.01,
+    total_timesteps: int = 30_000,
+    seed: int = 0,
+    n_envs: int = 16,
+    split: str = "val",
+    out: str | Path | None = None,
+    progress: bool = True,
+    tensorboard_log: str | Path | None = None,
+    **env_kwargs: Any,
+) -> RLHaltingPolicy:
+    """Train an SB3 agent (``"ppo"`` or ``"dqn"``) to halt; with ``out``, save ``out`` (.zip) and its .json.
+
+    ``env_kwargs`` (checkpoint, reward, observation, max_steps) go to the environment.
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; valid: {sorted(ALGOS)}")
+    if not step_cost >= 0:
+        raise ValueError(f"step_cost must be >= 0, got {step_cost}")
+    if total_timesteps < 1 or n_envs < 1:
+        raise ValueError(f"total_timesteps and n_envs must be >= 1, got {total_timesteps}, {n_envs}")
+    torch.set_num_threads(1)  # a 64x64 MLP: threads only add overhead on CPU
+    venv = VecMonitor(make_sb3_vec_env(num_envs=n_envs, seed=seed, task=task, split=split, step_cost=step_cost,
+                                       **env_kwargs))  # fmt: skip
+    model = ALGOS[algo](
+        "MlpPolicy", venv, seed=seed, device="cpu", verbose=0,
+        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **HYPERPARAMETERS[algo],
+    )  # fmt: skip
+    model.learn(total_timesteps=total_timesteps, progress_bar=progress, tb_log_name=f"{algo}_cost{step_cost}_s{seed}")
+    policy = RLHaltingPolicy(model, algo=algo, step_cost=step_cost, seed=seed)
+    if out is not None:
+        save_rl_policy(policy, out, task=task, split=split, total_timesteps=total_timesteps, n_envs=n_envs,
+                       env_kwargs=env_kwargs)  # fmt: skip
+    return policy
+
+
+def save_rl_policy(policy: RLHaltingPolicy, out: str | Path, **meta: Any) -> Path:
+    """Save the SB3 zip and a JSON sidecar atomically (zip first; the sidecar marks the stage finished)."""
+    out = Path(out).with_suffix(".zip")
+    with atomic_path(out) as tmp:
+        policy.model.save(tmp)
+    info = {"algo": policy.algo, "step_cost": policy.param, "seed": policy.seed, **meta}
+    write_json_atomic(out.with_suffix(".json"), json.loads(json.dumps(info, default=str)))
+    return out
