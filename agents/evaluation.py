@@ -23,7 +23,17 @@ from agents.policies import HaltingPolicy, make_policy
 from trm_env.env import HaltingVectorEnv
 from trm_env.tasks import Task, load_task
 
-__all__ = ["CURVE_COLUMNS", "EPISODE_COLUMNS", "curve_from_episodes", "evaluate", "halting_curve", "summarize"]
+__all__ = [
+    "CURVE_COLUMNS",
+    "EPISODE_COLUMNS",
+    "curve_from_episodes",
+    "default_points",
+    "evaluate",
+    "evaluate_policies",
+    "halting_curve",
+    "rule_policies",
+    "summarize",
+]
 
 EPISODE_COLUMNS = ("index", "halt_step", "prediction", "label", "correct", "pnl", "profit_weighted_ce",
                    "episode_return")  # fmt: skip
@@ -37,6 +47,28 @@ DEFAULT_PARAMS: dict[str, tuple[float, ...]] = {
     "random": (0.05, 0.1, 0.2, 0.4, 0.7),
     "oracle": (float("nan"),),
 }
+
+
+DEFAULT_POINTS = {"halt_head": 0.5, "confidence": 0.9, "random": 0.2, "oracle": float("nan")}
+
+
+def default_points(episodes: pd.DataFrame, eval_cost: float, max_steps: int) -> pd.DataFrame:
+    """The episodes of each family's default point (lowest seed): ``DEFAULT_POINTS``, fixed depth K, and the
+    RL agent trained at the step cost closest to the evaluation cost."""
+    rl_costs = episodes.loc[episodes["policy"].str.startswith("rl_"), "param"]
+    rl_default = rl_costs.iloc[(rl_costs - eval_cost).abs().argmin()] if len(rl_costs) else np.nan
+    wanted = {**DEFAULT_POINTS, "fixed_depth": max_steps}
+    keep = episodes["policy"].map(lambda p: rl_default if p.startswith("rl_") else wanted[p])
+    match = np.isclose(episodes["param"], keep) | (episodes["param"].isna() & keep.isna())
+    first = episodes.groupby(["task", "policy", "param"], dropna=False)["seed"].transform("min")
+    seed0 = episodes["seed"] == first
+    return episodes[match & seed0]
+
+
+def rule_policies(random_seeds: Sequence[int] = (0,)) -> list[HaltingPolicy]:
+    """Every point of every rule family's default sweep (random: one run per seed)."""
+    return [_seeded(make_policy(family, p), s) for family, params in DEFAULT_PARAMS.items() for p in params
+            for s in (random_seeds if family == "random" else (0,))]  # fmt: skip
 
 
 def _task(task: str | Task) -> Task:

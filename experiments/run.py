@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from agents.evaluation import DEFAULT_PARAMS, curve_from_episodes, evaluate_policies, summarize
+from agents.evaluation import curve_from_episodes, default_points, evaluate_policies, rule_policies, summarize
 from agents.plots import plot_curves, plot_difficulty, plot_halting_steps
-from agents.policies import RandomPolicy, RLHaltingPolicy, make_policy
+from agents.policies import RLHaltingPolicy
 from agents.rl import train_rl_policy
 from trm_env.env import CHECKPOINT_DIR, DEFAULT_STEP_COST
 from trm_env.io import atomic_path, write_json_atomic
@@ -34,14 +34,13 @@ from trm_env.training import TrainConfig, train
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIGS: dict[str, dict[str, Any]] = {
-    "quick": dict(tasks=["sp500", "regime-chain"], algo="ppo", step_costs=[0.003, 0.01, 0.03], seeds=[0],
+    "quick": dict(tasks=["sp500", "regime-chain"], algo="ppo", step_costs=[0.001, 0.01, 0.03, 0.1], seeds=[0],
                   total_timesteps=100_000, n_envs=16, rl_split="val", eval_split="test",
                   eval_step_cost=DEFAULT_STEP_COST, retrain=False, random_seeds=[0]),
     "full": dict(tasks=["sp500", "regime-chain"], algo="ppo", step_costs=[0.001, 0.003, 0.01, 0.03, 0.1],
                  seeds=[0, 1, 2], total_timesteps=300_000, n_envs=16, rl_split="val", eval_split="test",
                  eval_step_cost=DEFAULT_STEP_COST, retrain=False, random_seeds=[0, 1, 2]),
 }  # fmt: skip
-DEFAULT_POINTS = {"halt_head": 0.5, "confidence": 0.9, "random": 0.2, "oracle": float("nan")}
 
 
 def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
@@ -114,9 +113,7 @@ class Run:
         path = self.out / "episodes" / f"{task}.csv"
         if self.done(path) and not any(r.startswith(("trm/", "rl/")) for r in self.ran):
             return pd.read_csv(path)
-        rules = [make_policy(family, p) for family, params in DEFAULT_PARAMS.items() if family != "random"
-                 for p in params]  # fmt: skip
-        rules += [RandomPolicy(p, seed=s) for p in DEFAULT_PARAMS["random"] for s in self.config["random_seeds"]]
+        rules = rule_policies(self.config["random_seeds"])
         frame = evaluate_policies([*rules, *rl], task, self.config["eval_split"], checkpoint=str(checkpoint),
                                   step_cost=self.config["eval_step_cost"])  # fmt: skip
         with atomic_path(path) as tmp:
@@ -129,17 +126,6 @@ def _record_seconds(meta: Path, seconds: float) -> None:
     data = json.loads(meta.read_text())
     data["train_seconds"] = round(seconds, 2)
     write_json_atomic(meta, data)
-
-
-def default_points(episodes: pd.DataFrame, eval_cost: float, max_steps: int) -> pd.DataFrame:
-    """Each family's default point: thresholds above, fixed depth K, RL trained at the evaluation cost."""
-    rl_costs = episodes.loc[episodes["policy"].str.startswith("rl_"), "param"]
-    rl_default = rl_costs.iloc[(rl_costs - eval_cost).abs().argmin()] if len(rl_costs) else np.nan
-    wanted = {**DEFAULT_POINTS, "fixed_depth": max_steps}
-    keep = episodes["policy"].map(lambda p: rl_default if p.startswith("rl_") else wanted[p])
-    match = np.isclose(episodes["param"], keep) | (episodes["param"].isna() & keep.isna())
-    seed0 = episodes["seed"] == episodes.groupby(["policy", "param"])["seed"].transform("min")
-    return episodes[match & seed0]
 
 
 def bars(curves: pd.DataFrame, defaults: pd.DataFrame, summary: pd.DataFrame, rl_seconds: list[float]) -> list[str]:
