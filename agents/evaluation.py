@@ -31,6 +31,7 @@ __all__ = [
     "evaluate",
     "evaluate_policies",
     "halting_curve",
+    "paired_difference",
     "rule_policies",
     "summarize",
 ]
@@ -173,6 +174,27 @@ def _seeded(policy: HaltingPolicy, seed: int) -> HaltingPolicy:
     if policy.name == "random":
         return type(policy)(policy.param, seed=seed)
     return policy
+
+
+def paired_difference(episodes: pd.DataFrame, first: tuple[str, float], second: tuple[str, float],
+                      column: str = "episode_return", n_resamples: int = 2000) -> tuple[float, float, float]:
+    """Mean of ``first - second`` over the same samples (seeds averaged per sample), with a paired 95% CI.
+
+    ``first``/``second`` are ``(policy, param)`` points of one task's episodes.
+    """
+    def per_sample(policy: str, param: float) -> pd.Series:
+        rows = episodes[(episodes["policy"] == policy) & np.isclose(episodes["param"], param, equal_nan=True)]
+        return rows.groupby("index")[column].mean()
+
+    a, b = per_sample(*first), per_sample(*second)
+    a, b = a.align(b, join="inner")
+    if len(a) == 0:
+        raise ValueError(f"no common samples between {first} and {second}")
+    result = stats.bootstrap((a.to_numpy(), b.to_numpy()), lambda x, y, axis=-1: (x - y).mean(axis=axis),
+                             paired=True, vectorized=True, n_resamples=n_resamples, method="percentile",
+                             rng=np.random.default_rng(0))  # fmt: skip
+    ci = result.confidence_interval
+    return float((a - b).mean()), float(ci.low), float(ci.high)
 
 
 def _area(group: pd.DataFrame, max_steps: int) -> float:

@@ -14,6 +14,7 @@ Stages (each writes its artifacts atomically; rerunning skips the finished ones,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -24,7 +25,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from agents.evaluation import curve_from_episodes, default_points, evaluate_policies, rule_policies, summarize
+from agents.evaluation import (
+    curve_from_episodes,
+    default_points,
+    evaluate_policies,
+    paired_difference,
+    rule_policies,
+    summarize,
+)
 from agents.plots import plot_curves, plot_difficulty, plot_halting_steps
 from agents.policies import RLHaltingPolicy
 from agents.rl import train_rl_policy
@@ -57,12 +65,18 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
             raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
         config = {**CONFIGS["quick"], **overrides, "name": path.stem}
     config["retrain"] = bool(config["retrain"] or retrain)
+    if not config["retrain"]:  # a changed shipped checkpoint makes finished stages stale: record its content
+        config["checkpoint_sha256"] = {t: _sha256(CHECKPOINT_DIR / t / "model.pt") for t in config["tasks"]}
     costs = config["step_costs"]
     if not costs or any(not (isinstance(c, int | float) and c >= 0) for c in costs):
         raise ValueError(f"step_costs must be a non-empty list of numbers >= 0, got {costs!r}")
     if config["algo"] not in ("ppo", "dqn"):
         raise ValueError(f"algo must be 'ppo' or 'dqn', got {config['algo']!r}")
     return config
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 class Run:
@@ -128,9 +142,22 @@ def _record_seconds(meta: Path, seconds: float) -> None:
     write_json_atomic(meta, data)
 
 
-def bars(curves: pd.DataFrame, defaults: pd.DataFrame, summary: pd.DataFrame, rl_seconds: list[float]) -> list[str]:
+def _paired_line(task: str, episodes: pd.DataFrame, shares: pd.DataFrame, rl: str) -> str:
+    """Best RL point minus best halt-head point in mean return, with a paired bootstrap CI."""
+    best = shares.set_index("policy")["best_param"]
+    frame = episodes[episodes["task"] == task]
+    diff, lo, hi = paired_difference(frame, (rl, best[rl]), ("halt_head", best["halt_head"]))
+    verdict = "RL better" if lo > 0 else "halt head better" if hi < 0 else "no significant difference"
+    return (f"[{task}] {rl} (cost {best[rl]:g}) minus halt_head (threshold {best['halt_head']:g}) in mean return: "
+            f"{diff:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}]: {verdict} (best points picked on test)")
+
+
+def bars(curves: pd.DataFrame, episodes: pd.DataFrame, summary: pd.DataFrame, rl_seconds: list[float],
+         eval_cost: float) -> list[str]:  # fmt: skip
     """The quick-config bars of the issue, as printable lines (PASS/FAIL where a bar exists)."""
     lines = []
+    max_steps = int(episodes["halt_step"].max())
+    defaults = default_points(episodes, eval_cost, max_steps)
     for task, frame in curves.groupby("task", sort=False):
         oracle = frame.loc[frame["policy"] == "oracle", "mean_return"].max()
         others = frame.loc[frame["policy"] != "oracle", "mean_return"].max()
@@ -143,6 +170,7 @@ def bars(curves: pd.DataFrame, defaults: pd.DataFrame, summary: pd.DataFrame, rl
         if len(shares) > 1:
             winner = shares.loc[shares["best_mean_return"].idxmax(), "policy"]
             lines.append(f"[{task}] the learned policy capturing more of the oracle's gain: {winner}")
+            lines += [_paired_line(task, episodes, shares, rl) for rl in shares["policy"] if rl.startswith("rl_")]
         points = defaults[defaults["task"] == task]
         if "difficulty" in points and points["difficulty"].notna().any():
             for policy in ("halt_head", "rl_ppo", "rl_dqn"):
@@ -223,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     curves = curve_from_episodes(episodes)
     max_steps = int(episodes["halt_step"].max())
     summary = summarize(curves, max_steps=max_steps)
-    lines = bars(curves, default_points(episodes, config["eval_step_cost"], max_steps), summary, rl_seconds)
+    lines = bars(curves, episodes, summary, rl_seconds, config["eval_step_cost"])
     for name, frame in (("episodes.csv", episodes), ("curves.csv", curves), ("summary.csv", summary)):
         with atomic_path(run.out / name) as tmp:
             frame.to_csv(tmp, index=False)

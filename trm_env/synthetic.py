@@ -55,8 +55,10 @@ def load_regime_chain(
         raise ValueError(f"max_difficulty ({max_difficulty}) must be <= n_chunks ({n_chunks})")
     if not 0.0 <= hint <= 1.0:
         raise ValueError(f"hint must lie in [0, 1], got {hint}")
-    if noise < 0 or scale <= 0:
-        raise ValueError(f"noise must be >= 0 and scale > 0, got noise={noise}, scale={scale}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
     rng = np.random.default_rng(seed)
     classes = len(STRATEGIES)
     regime = rng.integers(0, classes, size=n)
