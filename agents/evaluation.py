@@ -197,16 +197,25 @@ def paired_difference(episodes: pd.DataFrame, first: tuple[str, float], second: 
     return float((a - b).mean()), float(ci.low), float(ci.high)
 
 
-def _area(group: pd.DataFrame, max_steps: int) -> float:
-    """Mean accuracy over mean steps in [1, K], the curve held flat beyond its end points."""
-    ordered = group.sort_values("mean_steps")
-    grid = np.linspace(1, max_steps, 301)
-    return float(np.interp(grid, ordered["mean_steps"], ordered["accuracy"]).mean())
+def _area(group: pd.DataFrame, anchors: pd.DataFrame) -> float:
+    """Mean accuracy over mean steps in [1, K], the curve anchored at both ends.
+
+    Every family reaches the two ends with its extreme knob (halt at step 1 / never halt), where its
+    accuracy is fixed depth 1's and fixed depth K's; ``anchors`` holds those two rows (NaN without them).
+    """
+    if len(anchors) < 2:
+        return float("nan")
+    points = pd.concat([anchors, group]).sort_values("mean_steps", kind="stable")
+    points = points.groupby("mean_steps", as_index=False)["accuracy"].mean()
+    low, high = anchors["mean_steps"].min(), anchors["mean_steps"].max()
+    grid = np.linspace(low, high, 301)
+    return float(np.interp(grid, points["mean_steps"], points["accuracy"]).mean())
 
 
 def summarize(curves: pd.DataFrame, max_steps: int = 16) -> pd.DataFrame:
     """Per (task, policy): AUC of accuracy vs mean steps, best mean return, share of the oracle's gain.
 
+    ``auc_accuracy`` is the mean accuracy over [1, K] with every curve anchored at fixed depth 1 and K.
     ``oracle_gain_share`` = (best return of the family - best fixed depth) / (oracle - best fixed depth);
     ``vs_halt_head`` (RL rows only) compares each RL point's accuracy with the halt-head curve's 95% band
     interpolated at the same mean steps: "above", "below" or "within".
@@ -216,9 +225,11 @@ def summarize(curves: pd.DataFrame, max_steps: int = 16) -> pd.DataFrame:
         fixed = frame.loc[frame["policy"] == "fixed_depth", "mean_return"].max()
         oracle = frame.loc[frame["policy"] == "oracle", "mean_return"].max()
         head = frame[frame["policy"] == "halt_head"].sort_values("mean_steps")
+        depth = frame[frame["policy"] == "fixed_depth"]
+        anchors = depth[depth["param"].isin([1, max_steps])]
         for policy, group in frame.groupby("policy", sort=False):
             best = group.loc[group["mean_return"].idxmax()]
-            row = {"task": task, "policy": policy, "auc_accuracy": _area(group, max_steps),
+            row = {"task": task, "policy": policy, "auc_accuracy": _area(group, anchors),
                    "best_param": best["param"], "best_mean_return": best["mean_return"],
                    "best_accuracy": best["accuracy"], "best_mean_steps": best["mean_steps"],
                    "oracle_gain_share": (best["mean_return"] - fixed) / (oracle - fixed) if oracle > fixed else np.nan,

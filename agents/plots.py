@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on the project machines
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

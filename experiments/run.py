@@ -152,6 +152,15 @@ def _paired_line(task: str, episodes: pd.DataFrame, shares: pd.DataFrame, rl: st
             f"{diff:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}]: {verdict} (best points picked on test)")
 
 
+def _spearman_line(policy: str, group: pd.DataFrame) -> str:
+    """Spearman correlation of difficulty and halting step (undefined when a policy always halts alike)."""
+    if group["halt_step"].nunique() < 2:
+        return f"Spearman(difficulty, halting step) for {policy}: undefined, it always halts at the same step (FAIL)"
+    rho = stats.spearmanr(group["difficulty"], group["halt_step"]).statistic
+    verdict = "PASS" if rho >= 0.5 else "FAIL"
+    return f"Spearman(difficulty, halting step) for {policy}: {rho:.3f} (bar >= 0.5: {verdict})"
+
+
 def bars(curves: pd.DataFrame, episodes: pd.DataFrame, summary: pd.DataFrame, rl_seconds: list[float],
          eval_cost: float) -> list[str]:  # fmt: skip
     """The quick-config bars of the issue, as printable lines (PASS/FAIL where a bar exists)."""
@@ -176,9 +185,7 @@ def bars(curves: pd.DataFrame, episodes: pd.DataFrame, summary: pd.DataFrame, rl
             for policy in ("halt_head", "rl_ppo", "rl_dqn"):
                 group = points[points["policy"] == policy]
                 if len(group):
-                    rho = stats.spearmanr(group["difficulty"], group["halt_step"]).statistic
-                    lines.append(f"[{task}] Spearman(difficulty, halting step) for {policy}: {rho:.3f} "
-                                 f"(bar >= 0.5: {'PASS' if rho >= 0.5 else 'FAIL'})")  # fmt: skip
+                    lines.append(f"[{task}] {_spearman_line(policy, group)}")
     if rl_seconds:
         lines.append(f"RL training per step cost and seed: max {max(rl_seconds):.1f} s "
                      f"(bar < 60 s: {'PASS' if max(rl_seconds) < 60 else 'FAIL'})")  # fmt: skip

@@ -1,0 +1,386 @@
+"""Halting policies, evaluation, halting curves, summaries and RL training/loading (agents/)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import agents
+from agents import (
+    ConfidencePolicy,
+    FixedDepthPolicy,
+    HaltHeadPolicy,
+    OraclePolicy,
+    RandomPolicy,
+    RLHaltingPolicy,
+    evaluate,
+    evaluate_policies,
+    halting_curve,
+    make_policy,
+    summarize,
+    train_rl_policy,
+)
+from agents.evaluation import CURVE_COLUMNS, EPISODE_COLUMNS, rule_policies
+from trm_env.env import DEFAULT_STEP_COST, HaltingVectorEnv
+from trm_env.tasks import load_task
+
+TASKS = ("regime-chain", "sp500")
+DIM = 13  # summary layout: probs 0..7, max prob 8, entropy 9, halt prob 10, step fraction 11, movement 12
+MAX_PROB, HALT_PROB, STEP_FRACTION = 8, 10, 11
+
+
+def _obs(column: int, values: list[float] | np.ndarray) -> np.ndarray:
+    """A batch of summary rows, all zeros but ``column``."""
+    obs = np.zeros((len(values), DIM), dtype=np.float32)
+    obs[:, column] = values
+    return obs
+
+
+def _tables(task: str, step_cost: float = DEFAULT_STEP_COST) -> tuple[HaltingVectorEnv, np.ndarray, np.ndarray]:
+    """An env over the test split, its (N, K) terminal rewards and its (N, K) info table."""
+    env = HaltingVectorEnv(num_envs=1, task=task, step_cost=step_cost)
+    k = env.max_steps
+    terminal = env.core.rollouts.terminal[env.core.reward_mode].reshape(-1, k)
+    return env, terminal, env.core.rollouts.info.reshape(-1, k)
+
+
+def _hand_oracle_steps(terminal: np.ndarray, cost: float) -> np.ndarray:
+    """Per sample, the first t in 1..K with the largest terminal(t) - cost * (t - 1), by a plain loop."""
+    best = []
+    for row in terminal:
+        values = [float(row[t - 1]) - cost * (t - 1) for t in range(1, len(row) + 1)]
+        best.append(values.index(max(values)) + 1)
+    return np.array(best)
+
+
+# ---- each policy's action rule on crafted observations ---------------------------------------------
+
+
+@pytest.mark.parametrize(("policy_cls", "column"), [(HaltHeadPolicy, HALT_PROB), (ConfidencePolicy, MAX_PROB)])
+def test_threshold_rules_halt_strictly_above(policy_cls: type, column: int) -> None:
+    policy = policy_cls(0.5)
+    actions = policy.act(_obs(column, [0.0, 0.3, 0.49, 0.5, 0.5001, 0.9, 1.0]))
+    assert actions.dtype == np.int64
+    assert actions.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    other = HALT_PROB if column == MAX_PROB else MAX_PROB
+    assert policy.act(_obs(other, [1.0, 1.0])).tolist() == [0, 0]  # reads only its own column
+    assert policy_cls(1.0).act(_obs(column, [1.0])).tolist() == [0]
+    assert policy_cls(0.0).act(_obs(column, [0.0, 1e-6])).tolist() == [0, 1]
+
+
+def test_policy_names_and_params() -> None:
+    assert (HaltHeadPolicy(0.3).name, HaltHeadPolicy(0.3).param) == ("halt_head", 0.3)
+    assert (ConfidencePolicy(0.7).name, ConfidencePolicy(0.7).param) == ("confidence", 0.7)
+    assert (FixedDepthPolicy(4).name, FixedDepthPolicy(4).param) == ("fixed_depth", 4)
+    assert (RandomPolicy(0.2).name, RandomPolicy(0.2).param) == ("random", 0.2)
+    assert OraclePolicy().name == "oracle" and math.isnan(OraclePolicy().param)
+    assert set(agents.POLICY_NAMES) == {"halt_head", "rl_ppo", "rl_dqn", "fixed_depth", "confidence", "oracle",
+                                        "random"}  # fmt: skip
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 16, 40])
+def test_fixed_depth_halts_from_step_k(k: int) -> None:
+    env = HaltingVectorEnv(num_envs=1, task="regime-chain")
+    big_k = env.max_steps
+    policy = FixedDepthPolicy(k)
+    policy.bind(env)
+    steps = np.arange(1, big_k + 1)
+    crafted = policy.act(_obs(STEP_FRACTION, steps.astype(np.float32) / big_k))
+    assert crafted.tolist() == (steps >= k).astype(int).tolist()
+    real = policy.act(env.core.observations[:big_k])  # sample 0's rows, steps 1..K
+    assert real.tolist() == crafted.tolist()
+
+
+def test_fixed_depth_unbound_raises() -> None:
+    with pytest.raises(RuntimeError, match="bind"):
+        FixedDepthPolicy(3).act(_obs(STEP_FRACTION, [0.5]))
+
+
+def test_random_policy_seeded_and_rate() -> None:
+    obs = np.zeros((20_000, DIM), dtype=np.float32)
+    a, b = RandomPolicy(0.3, seed=5), RandomPolicy(0.3, seed=5)
+    first = a.act(obs)
+    assert np.array_equal(first, b.act(obs))
+    assert not np.array_equal(first, RandomPolicy(0.3, seed=6).act(obs))
+    assert abs(first.mean() - 0.3) < 0.02
+    env = HaltingVectorEnv(num_envs=1, task="regime-chain")
+    a.bind(env)  # bind restarts the seeded stream: every evaluation sees the same draws
+    assert np.array_equal(a.act(obs), first)
+    assert RandomPolicy(0.0).act(obs).sum() == 0
+    assert RandomPolicy(1.0).act(obs).sum() == len(obs)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("cost", [DEFAULT_STEP_COST, 0.0, 0.05])
+def test_oracle_halts_at_best_step(task: str, cost: float) -> None:
+    _, terminal, _ = _tables(task, cost)
+    best = _hand_oracle_steps(terminal, cost)
+    frame = evaluate(OraclePolicy(), task=task, step_cost=cost)
+    assert np.array_equal(frame["halt_step"].to_numpy(), best)
+    rows = np.arange(len(best))
+    expected = terminal[rows, best - 1] - cost * (best - 1)
+    np.testing.assert_allclose(frame["episode_return"].to_numpy(), expected, rtol=0, atol=1e-9)
+
+
+def test_oracle_acts_on_env_state_and_needs_bind() -> None:
+    with pytest.raises(RuntimeError, match="bind"):
+        OraclePolicy().act(_obs(STEP_FRACTION, [0.5]))
+    env, terminal, _ = _tables("regime-chain")
+    best = _hand_oracle_steps(terminal[:8], env.step_cost)
+    vec = HaltingVectorEnv(num_envs=8, task="regime-chain")
+    obs, _ = vec.reset(options={"index": np.arange(8)})
+    policy = OraclePolicy()
+    policy.bind(vec)
+    for t in range(1, vec.max_steps + 1):  # hold every episode open: step 1, 2, ... with action 0
+        assert policy.act(obs).tolist() == (best <= t).astype(int).tolist()
+        if t < vec.max_steps:
+            obs, *_ = vec.step(np.zeros(8, dtype=np.int64))
+
+
+def test_make_policy() -> None:
+    assert isinstance(make_policy("fixed_depth", 4.0), FixedDepthPolicy)
+    assert make_policy("fixed_depth", 4.0).param == 4
+    assert make_policy("halt_head", 0.3).param == 0.3
+    assert isinstance(make_policy("oracle", 0.7), OraclePolicy)
+    assert make_policy("confidence").param == ConfidencePolicy().param
+    for name in ("nope", "rl_ppo", "rl_dqn", "HaltHead", ""):
+        with pytest.raises(ValueError, match="unknown policy"):
+            make_policy(name, 0.5)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: HaltHeadPolicy(1.5),
+        lambda: HaltHeadPolicy(-0.1),
+        lambda: HaltHeadPolicy(float("nan")),
+        lambda: ConfidencePolicy(2.0),
+        lambda: ConfidencePolicy(-1e-9),
+        lambda: RandomPolicy(1.01),
+        lambda: RandomPolicy(-0.5),
+        lambda: FixedDepthPolicy(0),
+        lambda: FixedDepthPolicy(-2),
+        lambda: FixedDepthPolicy(2.5),
+        lambda: FixedDepthPolicy(True),
+        lambda: make_policy("halt_head", 3.0),
+    ],
+)
+def test_bad_knobs_raise(build) -> None:
+    with pytest.raises(ValueError):
+        build()
+
+
+# ---- evaluate ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_evaluate_visits_every_sample_once(task: str) -> None:
+    n = len(load_task(task).split("test"))
+    policy = HaltHeadPolicy(0.5)
+    frame = evaluate(policy, task=task)
+    extra = ["difficulty"] if task == "regime-chain" else []
+    assert list(frame.columns) == [*EPISODE_COLUMNS, *extra]
+    assert len(frame) == n
+    assert np.array_equal(frame["index"].to_numpy(), np.arange(n))
+    pd.testing.assert_frame_equal(frame, evaluate(policy, task=task))
+    random = RandomPolicy(0.3, seed=1)
+    pd.testing.assert_frame_equal(evaluate(random, task=task), evaluate(random, task=task))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_halt_head_matches_first_crossing(task: str) -> None:
+    env, _, _ = _tables(task)
+    k = env.max_steps
+    halt = env.core.observations[:, HALT_PROB].reshape(-1, k) > 0.5
+    expected = np.where(halt.any(axis=1), halt.argmax(axis=1) + 1, k)
+    assert np.array_equal(evaluate(HaltHeadPolicy(0.5), task=task)["halt_step"].to_numpy(), expected)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_fixed_depth_episodes_hand_checked(task: str, k: int) -> None:
+    env, terminal, info = _tables(task)
+    frame = evaluate(FixedDepthPolicy(k), task=task)
+    assert (frame["halt_step"] == k).all()
+    expected = -env.step_cost * (k - 1) + terminal[:, k - 1]
+    np.testing.assert_allclose(frame["episode_return"].to_numpy(), expected, rtol=0, atol=1e-9)
+    at_k = info[:, k - 1]
+    for column in ("prediction", "label", "correct", "pnl", "profit_weighted_ce"):
+        np.testing.assert_array_equal(frame[column].to_numpy(), at_k[column])
+    assert frame["correct"].equals(frame["prediction"] == frame["label"])
+
+
+# ---- the oracle bounds every policy ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rl_policies() -> dict[str, RLHaltingPolicy]:
+    """A tiny PPO agent per task, trained on the test split itself (no val rollout to compute; and even an
+    agent tuned on the very samples it is scored on cannot beat the oracle)."""
+    return {task: train_rl_policy(task=task, total_timesteps=2048, n_envs=8, split="test", progress=False)
+            for task in TASKS}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def all_episodes(rl_policies: dict[str, RLHaltingPolicy]) -> dict[str, pd.DataFrame]:
+    """Every rule family's default sweep plus the tiny RL policy, per task."""
+    return {task: evaluate_policies([*rule_policies(), rl_policies[task]], task) for task in TASKS}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_oracle_never_worse_on_mean_return(task: str, all_episodes: dict[str, pd.DataFrame]) -> None:
+    episodes = all_episodes[task]
+    assert {"halt_head", "confidence", "fixed_depth", "random", "oracle", "rl_ppo"} <= set(episodes["policy"])
+    means = episodes.groupby(["policy", "param", "seed"], dropna=False)["episode_return"].mean()
+    oracle = means.loc["oracle"].max()
+    assert (means.drop(index="oracle") <= oracle + 1e-12).all(), means.sort_values().tail()
+    assert (means.drop(index="oracle") < oracle).any()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_oracle_beats_every_fixed_depth_per_sample(task: str, all_episodes: dict[str, pd.DataFrame]) -> None:
+    episodes = all_episodes[task]
+    oracle = episodes.loc[episodes["policy"] == "oracle", "episode_return"].to_numpy()
+    fixed = episodes[episodes["policy"] == "fixed_depth"]
+    assert fixed["param"].nunique() == 16
+    for _, group in fixed.groupby("param"):
+        assert (oracle >= group["episode_return"].to_numpy() - 1e-12).all()
+
+
+# ---- halting curves and summaries --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def curves(rl_policies: dict[str, RLHaltingPolicy]) -> pd.DataFrame:
+    task = "regime-chain"
+    frames = [
+        halting_curve("halt_head", task, params=(0.1, 0.5, 0.9)),
+        halting_curve("confidence", task, params=(0.5, 0.95)),
+        halting_curve("fixed_depth", task, params=(1, 4, 8, 16)),
+        halting_curve("random", task, params=(0.2,), seeds=(0, 1)),
+        halting_curve("oracle", task),
+        halting_curve("rl_ppo", task, policies=[rl_policies[task]]),
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_curve_columns_and_cis(curves: pd.DataFrame) -> None:
+    assert list(curves.columns) == list(CURVE_COLUMNS)
+    assert set(curves["policy"]) == {"halt_head", "confidence", "fixed_depth", "random", "oracle", "rl_ppo"}
+    assert (curves["task"] == "regime-chain").all()
+    for metric in ("accuracy", "profit_weighted_ce"):
+        lo, hi = curves[f"{metric}_lo"], curves[f"{metric}_hi"]
+        assert (lo <= curves[metric] + 1e-12).all() and (curves[metric] <= hi + 1e-12).all()
+        assert (lo < hi).any()
+    n = len(load_task("regime-chain").split("test"))
+    random = curves[curves["policy"] == "random"].iloc[0]
+    assert random["seed"] == "0,1" and random["n"] == 2 * n  # seeds pooled into one point
+    assert (curves.loc[curves["policy"] != "random", "n"] == n).all()
+    fixed = curves[curves["policy"] == "fixed_depth"]
+    assert fixed["mean_steps"].tolist() == [1.0, 4.0, 8.0, 16.0]
+    assert curves["mean_steps"].between(1, 16).all() and curves["accuracy"].between(0, 1).all()
+
+
+def test_curve_point_matches_evaluate() -> None:
+    row = halting_curve("halt_head", "sp500", params=(0.5,)).iloc[0]
+    frame = evaluate(HaltHeadPolicy(0.5), task="sp500")
+    assert row["mean_steps"] == pytest.approx(frame["halt_step"].mean())
+    assert row["accuracy"] == pytest.approx(frame["correct"].mean())
+    assert row["mean_pnl"] == pytest.approx(frame["pnl"].mean())
+    assert row["mean_return"] == pytest.approx(frame["episode_return"].mean())
+
+
+def test_curve_bad_input() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        halting_curve("halt_head", "regime-chain", params=())
+    with pytest.raises(ValueError, match="unknown family"):
+        halting_curve("nope", "regime-chain")
+    with pytest.raises(ValueError, match="unknown family"):
+        halting_curve("rl_ppo", "regime-chain")  # RL needs trained policies
+
+
+def test_summarize_oracle_gain_share(curves: pd.DataFrame) -> None:
+    summary = summarize(curves).set_index("policy")
+    assert summary.loc["oracle", "oracle_gain_share"] == pytest.approx(1.0)
+    assert summary.loc["fixed_depth", "oracle_gain_share"] == pytest.approx(0.0)
+    assert summary["oracle_gain_share"].drop(["oracle", "fixed_depth"]).le(1.0 + 1e-12).all()
+    assert summary["auc_accuracy"].between(0, 1).all()
+    assert summary.loc["rl_ppo", "vs_halt_head"].split(":")[1] in {"above", "below", "within"}
+    assert summary.loc["halt_head", "vs_halt_head"] == ""
+
+
+# ---- RL training, saving and loading -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_rl(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RLHaltingPolicy, Path]]:
+    folder = tmp_path_factory.mktemp("rl")
+    out = {}
+    for algo, steps in (("ppo", 1024), ("dqn", 1500)):
+        path = folder / f"{algo}_agent.zip"
+        policy = train_rl_policy(task="regime-chain", algo=algo, step_cost=0.02, total_timesteps=steps, seed=3,
+                                 n_envs=8, split="test", progress=False, out=path)  # fmt: skip
+        out[algo] = (policy, path)
+    return out
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_rl_load_round_trip(algo: str, saved_rl: dict[str, tuple[RLHaltingPolicy, Path]]) -> None:
+    policy, path = saved_rl[algo]
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert (meta["algo"], meta["step_cost"], meta["seed"]) == (algo, 0.02, 3)
+    loaded = RLHaltingPolicy.load(path)
+    assert (loaded.name, loaded.param, loaded.seed, loaded.algo) == (f"rl_{algo}", 0.02, 3, algo)
+    obs = HaltingVectorEnv(num_envs=1, task="regime-chain").core.observations[:4000]
+    actions = policy.act(obs)
+    assert actions.dtype == np.int64 and set(np.unique(actions)) <= {0, 1}
+    assert np.array_equal(loaded.act(obs), actions)
+    pd.testing.assert_frame_equal(evaluate(loaded, task="regime-chain"), evaluate(policy, task="regime-chain"))
+
+
+def _copy_agent(source: Path, folder: Path) -> Path:
+    folder.mkdir()
+    target = folder / source.name
+    target.write_bytes(source.read_bytes())
+    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
+    return target
+
+
+def test_rl_load_bad_files(saved_rl: dict[str, tuple[RLHaltingPolicy, Path]], tmp_path: Path) -> None:
+    _, source = saved_rl["ppo"]
+    truncated = _copy_agent(source, tmp_path / "truncated")
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with pytest.raises(ValueError, match="corrupt"):
+        RLHaltingPolicy.load(truncated)
+    garbage = _copy_agent(source, tmp_path / "garbage")
+    garbage.write_bytes(b"not a zip at all")
+    with pytest.raises(ValueError, match="corrupt"):
+        RLHaltingPolicy.load(garbage)
+    no_sidecar = _copy_agent(source, tmp_path / "no_sidecar")
+    no_sidecar.with_suffix(".json").unlink()
+    with pytest.raises(ValueError, match="json"):
+        RLHaltingPolicy.load(no_sidecar)
+    with pytest.raises(ValueError):
+        RLHaltingPolicy.load(tmp_path / "missing.zip")
+    bad_algo = _copy_agent(source, tmp_path / "bad_algo")
+    meta = json.loads(bad_algo.with_suffix(".json").read_text())
+    bad_algo.with_suffix(".json").write_text(json.dumps({**meta, "algo": "a2c"}))
+    with pytest.raises(ValueError, match="unknown algo"):
+        RLHaltingPolicy.load(bad_algo)
+
+
+def test_train_rl_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown algo"):
+        train_rl_policy(task="regime-chain", algo="a2c", total_timesteps=64, progress=False, out=tmp_path / "a.zip")
+    with pytest.raises(ValueError, match="step_cost"):
+        train_rl_policy(task="regime-chain", step_cost=-0.01, total_timesteps=64, progress=False,
+                        out=tmp_path / "b.zip")  # fmt: skip
+    with pytest.raises(ValueError, match="step_cost"):
+        train_rl_policy(task="regime-chain", step_cost=float("nan"), total_timesteps=64, progress=False)
+    assert not any(tmp_path.iterdir())  # refused before any work
