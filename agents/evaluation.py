@@ -12,12 +12,13 @@ given), whatever cost an RL policy was trained with, so rows are comparable and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from tqdm.auto import tqdm
 
 from agents.policies import HaltingPolicy, make_policy
 from trm_env.env import HaltingVectorEnv
@@ -101,11 +102,11 @@ def evaluate(policy: HaltingPolicy, task: str | Task = "sp500", split: str = "te
     return frame[[*EPISODE_COLUMNS, *extra]]
 
 
-def evaluate_policies(policies: Iterable[HaltingPolicy], task: str, split: str = "test", **env_kwargs: Any
-                      ) -> pd.DataFrame:  # fmt: skip
+def evaluate_policies(policies: Sequence[HaltingPolicy], task: str, split: str = "test", progress: bool = False,
+                      **env_kwargs: Any) -> pd.DataFrame:  # fmt: skip
     """``evaluate`` each policy; episodes stacked with ``task, policy, param, seed`` in front."""
     frames = []
-    for policy in policies:
+    for policy in tqdm(policies, desc=f"evaluate on {task}/{split}", unit="policy", disable=not progress):
         frame = evaluate(policy, task=task, split=split, **env_kwargs)
         frame.insert(0, "seed", policy.seed)
         frame.insert(0, "param", policy.param)

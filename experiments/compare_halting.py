@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint is not None:
         env_kwargs["checkpoint"] = args.checkpoint
     policies = [*rule_policies(args.random_seeds), *(RLHaltingPolicy.load(p) for p in args.rl)]
-    episodes = evaluate_policies(policies, args.task, args.split, **env_kwargs)
+    episodes = evaluate_policies(policies, args.task, args.split, progress=True, **env_kwargs)
     curves = curve_from_episodes(episodes)
     summary = summarize(curves, max_steps=int(episodes["halt_step"].max()))
     out = args.out or Path("runs") / f"compare-{args.task}"

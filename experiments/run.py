@@ -128,8 +128,8 @@ class Run:
         if self.done(path) and not any(r.startswith(("trm/", "rl/")) for r in self.ran):
             return pd.read_csv(path)
         rules = rule_policies(self.config["random_seeds"])
-        frame = evaluate_policies([*rules, *rl], task, self.config["eval_split"], checkpoint=str(checkpoint),
-                                  step_cost=self.config["eval_step_cost"])  # fmt: skip
+        frame = evaluate_policies([*rules, *rl], task, self.config["eval_split"], progress=True,
+                                  checkpoint=str(checkpoint), step_cost=self.config["eval_step_cost"])  # fmt: skip
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False)
         self.ran.append(f"episodes/{task}")

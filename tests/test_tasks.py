@@ -217,3 +217,16 @@ def test_prior_baseline_predicts_the_train_majority(quality: ModuleType, task: T
 def test_quality_script_help() -> None:
     done = subprocess.run([sys.executable, str(QUALITY), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--retrain" in done.stdout and "--out" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "match"),
+    [
+        ("sp500", {"seed": 1}, r"unknown override\(s\) \['seed'\] for task 'sp500'"),
+        ("regime-chain", {"horizon": 3}, r"unknown override\(s\) \['horizon'\].*valid: \['hint'"),
+        ("csv", {}, "needs path="),
+    ],
+)
+def test_unknown_overrides_are_named(name: str, overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_task(name, **overrides)

@@ -13,6 +13,7 @@ torch tensors and DataLoaders to training code so nobody rebuilds them.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -149,7 +150,22 @@ def _loaders() -> dict[str, Callable[..., Task]]:
 TASK_NAMES = ("sp500", "nasdaq", "csv", "regime-chain")
 
 
+def _check_overrides(name: str, overrides: dict[str, Any]) -> None:
+    """Unknown keyword overrides (or a csv task without ``path``) are a ``ValueError`` naming the valid ones."""
+    from trm_env import market, synthetic
+
+    target = synthetic.load_regime_chain if name == synthetic.NAME else market.build_market_task
+    valid = set(inspect.signature(target).parameters) - {"prices", "name", "source"}
+    valid |= {"path"} if name == "csv" else set()
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown} for task {name!r}; valid: {sorted(valid)}")
+    if name == "csv" and "path" not in overrides:
+        raise ValueError("task 'csv' needs path=<your prices .csv or .parquet>")
+
+
 def _build(name: str, overrides: dict[str, Any]) -> Task:
+    _check_overrides(name, overrides)
     loader = _loaders()[name]
     return loader(name, **overrides) if name in ("sp500", "nasdaq") else loader(**overrides)
 

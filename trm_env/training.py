@@ -128,8 +128,20 @@ def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale:
     }
 
 
-def _train_epoch(model, ema, optimizer, criterion, loader, config, writer, global_step):
+COMPONENTS = ("total_loss", "halt_loss", "profit_weighted_task_loss", "task_loss", "halt_target_rate")
+
+
+def _train_epoch(
+    model: TinyRecursiveModel,
+    ema: AveragedModel,
+    optimizer: torch.optim.Optimizer,
+    criterion: TRMLoss,
+    loader: torch.utils.data.DataLoader,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """One pass over the train split; returns the epoch's mean loss components per step, (K, components)."""
     model.train()
+    sums = torch.zeros(config.max_steps, len(COMPONENTS), dtype=torch.float64)
     for x, labels, pnl in loader:
         state = model.initial_state(x)
         losses = []
@@ -142,12 +154,18 @@ def _train_epoch(model, ema, optimizer, criterion, loader, config, writer, globa
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         ema.update_parameters(model)
-        global_step += 1
-        if writer is not None:
-            writer.add_scalar("train/total_loss", loss.item(), global_step)
-            for key in ("halt_loss", "profit_weighted_task_loss", "halt_target_rate"):
-                writer.add_scalar(f"train/{key}_last_step", losses[-1][key].item(), global_step)
-    return global_step
+        with torch.no_grad():
+            sums += torch.tensor([[float(c[key]) for key in COMPONENTS] for c in losses], dtype=torch.float64)
+    return sums / len(loader)
+
+
+def _log_epoch(writer: Any, epoch: int, train_parts: torch.Tensor, val: dict[str, Any]) -> None:
+    """TensorBoard scalars per recursion step: train loss components, val accuracy and profit-weighted CE."""
+    for k in range(train_parts.shape[0]):
+        for j, key in enumerate(COMPONENTS):
+            writer.add_scalar(f"train_{key}/step_{k + 1:02d}", float(train_parts[k, j]), epoch)
+        writer.add_scalar(f"val_accuracy/step_{k + 1:02d}", val["accuracy"][k], epoch)
+        writer.add_scalar(f"val_profit_weighted_ce/step_{k + 1:02d}", val["profit_weighted_ce"][k], epoch)
 
 
 def train(
@@ -183,16 +201,14 @@ def train(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
-    best, best_state, stale, global_step = np.inf, None, 0, 0
+    best, best_state, stale = np.inf, None, 0
     bar = tqdm(range(config.epochs), desc=f"train TRM on {task.name}", disable=not progress, unit="epoch")
     for epoch in bar:
-        global_step = _train_epoch(model, ema, optimizer, criterion, loader, config, writer, global_step)
+        train_parts = _train_epoch(model, ema, optimizer, criterion, loader, config)
         val = evaluate_steps(ema.module, task, "val", config.pnl_scale)
         score = val["profit_weighted_ce"][-1]
         if writer is not None:
-            for k, (acc, loss) in enumerate(zip(val["accuracy"], val["profit_weighted_ce"], strict=True), 1):
-                writer.add_scalar(f"val_accuracy/step_{k:02d}", acc, epoch)
-                writer.add_scalar(f"val_profit_weighted_ce/step_{k:02d}", loss, epoch)
+            _log_epoch(writer, epoch, train_parts, val)
         bar.set_postfix(val_pwce=f"{score:.4f}", val_acc=f"{val['accuracy'][-1]:.3f}")
         if score < best - 1e-5:
             best, best_state, stale = score, copy.deepcopy(ema.module.state_dict()), 0
