@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from trm_env.checks import check_int
 from trm_env.env import HaltingVectorEnv
 
 __all__ = [
@@ -89,9 +90,7 @@ class FixedDepthPolicy(HaltingPolicy):
     name = "fixed_depth"
 
     def __init__(self, k: int = 16) -> None:
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        self.param = int(k)
+        self.param = check_int("k", k)
         self._max_steps: int | None = None
 
     def bind(self, env: HaltingVectorEnv) -> None:

@@ -29,6 +29,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from trm_env.checks import check_int
 from trm_env.loss import profit_weighted_ce
 from trm_env.model import TinyRecursiveModel
 from trm_env.tasks import Task, load_task
@@ -268,10 +269,7 @@ class HaltingCore:
         task.split(split)  # ValueError listing the valid splits
         model = _resolve_model(checkpoint, task)
         max_steps = model.max_steps if max_steps is None else max_steps
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer):
-            raise ValueError(f"max_steps must be an integer in 1..{model.max_steps}, got {max_steps!r}")
-        if not 1 <= max_steps <= model.max_steps:
-            raise ValueError(f"max_steps must lie in 1..{model.max_steps} (the model's K), got {max_steps}")
+        max_steps = check_int("max_steps", max_steps, maximum=model.max_steps)
         self.task_name, self.strategy_names, self.split = task.name, task.strategy_names, split
         self.max_steps, self.step_cost = int(max_steps), float(step_cost)
         self.reward_mode, self.observation_mode, self.render_mode = reward, observation, render_mode
@@ -610,10 +608,8 @@ class HaltingVectorEnv(CoreAttributes, VectorEnv):
     }
 
     def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.num_envs = check_int("num_envs", num_envs)
         self.core = HaltingCore(**kwargs)
-        self.num_envs = num_envs
         self.render_mode = self.core.render_mode
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trm_env.checks import check_int
 from trm_env.tasks import Task, standardise
 
 __all__ = [
@@ -261,12 +262,6 @@ def forward_pnl(price: pd.Series, positions: pd.DataFrame, horizon: int, cost: f
     return pnl
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _timestamp(name: str, value: Any) -> pd.Timestamp:
     try:
         stamp = pd.Timestamp(value)
@@ -309,8 +304,8 @@ def build_market_task(
     source: str = "frame",
 ) -> Task:
     """Validate ``prices`` (any daily OHLCV frame, see ``prepare_prices``) and build the market Task."""
-    horizon = _positive_int("horizon", horizon)
-    embargo = horizon if embargo is None else _positive_int("embargo", embargo)
+    horizon = check_int("horizon", horizon)
+    embargo = horizon if embargo is None else check_int("embargo", embargo)
     if embargo < horizon:
         raise ValueError(f"embargo must be >= horizon ({horizon}), got {embargo}")
     if isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < np.inf:

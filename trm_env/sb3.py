@@ -15,6 +15,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from trm_env.checks import check_int
 from trm_env.env import CoreAttributes, HaltingCore, IndexSampler
 
 __all__ = ["HaltingSB3VecEnv", "make_sb3_vec_env"]
@@ -34,8 +35,7 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
     """
 
     def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        num_envs = check_int("num_envs", num_envs)
         self.core = HaltingCore(**env_kwargs)
         self._sampler = IndexSampler(num_envs, self.core.num_samples)
         self._envs = np.arange(num_envs)

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from trm_env.checks import check_int
 from trm_env.tasks import Task, standardise
 
 __all__ = ["NAME", "load_regime_chain"]
 
 NAME = "regime-chain"
 STRATEGIES = tuple(f"regime_{k}" for k in range(8))
-
-
-def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def load_regime_chain(
@@ -48,9 +43,9 @@ def load_regime_chain(
     scale: float = 0.02,
 ) -> Task:
     """Build the regime-chain task deterministically from ``seed`` (see the module docstring)."""
-    n = _check_positive_int("n", n, minimum=30)
-    n_chunks = _check_positive_int("n_chunks", n_chunks)
-    max_difficulty = _check_positive_int("max_difficulty", max_difficulty)
+    n = check_int("n", n, minimum=30)
+    n_chunks = check_int("n_chunks", n_chunks)
+    max_difficulty = check_int("max_difficulty", max_difficulty)
     if max_difficulty > n_chunks:
         raise ValueError(f"max_difficulty ({max_difficulty}) must be <= n_chunks ({n_chunks})")
     if not 0.0 <= hint <= 1.0:

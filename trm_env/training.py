@@ -24,6 +24,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from trm_env.checks import check_int
 from trm_env.io import write_json_atomic
 from trm_env.loss import TRMLoss, class_weights_from_labels, profit_weighted_ce
 from trm_env.model import TinyRecursiveModel
@@ -60,10 +61,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject a bad config before any work starts."""
-        for name in ("hidden_dim", "n_latent", "n_cycles", "max_steps", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("hidden_dim", "n_latent", "n_cycles", "max_steps", "epochs", "batch_size", "num_threads"):
+            check_int(name, getattr(self, name))
         if self.lr <= 0 or not 0.0 <= self.ema_decay < 1.0 or self.patience < 1:
             raise ValueError(f"need lr > 0, 0 <= ema_decay < 1, patience >= 1; got {self.lr}, "
                              f"{self.ema_decay}, {self.patience}")  # fmt: skip
