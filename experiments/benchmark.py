@@ -7,7 +7,11 @@ return ``ours``, ``baseline`` (both in ``unit``), ``ratio = ours / baseline`` an
   random actions from a seeded Generator, resets included (target >= 1x);
 - ``env_vector``: the native vector env vs ``CartPoleVectorEnv``, 64 envs each (target >= 2x);
 - ``sb3_ppo``: PPO("MlpPolicy") with identical hyperparameters and 8 envs on our SB3 vec env vs on
-  CartPole-v1 in a ``DummyVecEnv`` (target >= 1x: the env must cost less than CartPole's physics).
+  CartPole-v1 in a ``DummyVecEnv`` (target >= 1x: the env must cost less than CartPole's physics);
+- ``model_rollout``: ``TinyRecursiveModel.rollout`` of 32768 standard-normal samples for K=16 steps
+  with the shipped sp500 architecture, FLOPs counted by ``FlopCounterMode``, vs a float32
+  ``torch.mm`` of 32768x256 by 256x256 (target >= 0.4x of its FLOP rate); a second row gives the
+  same for a hidden_dim=256 model of the same shape. Both run under the default thread count.
 
 Every measurement alternates ours and the baseline over a few rounds and keeps each one's best rate,
 so a busy machine slows both alike. ``python experiments/benchmark.py --help`` for the options.
@@ -27,15 +31,19 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
+from torch.utils.flop_counter import FlopCounterMode
 
 import trm_env  # noqa: F401  (registers the trm_env ids)
+from trm_env.io import write_json_atomic
+from trm_env.model import TinyRecursiveModel
 from trm_env.sb3 import make_sb3_vec_env
-from trm_env.training import write_json_atomic
 
 ENV_ID = "trm_env/TRMHalting-v0"
 CARTPOLE = "CartPole-v1"
 NUM_VECTOR_ENVS = 64
 PPO_ENVS, PPO_STEPS = 8, 128
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "trm_env" / "checkpoints" / "sp500"
+ROLLOUT_ROWS, ROLLOUT_STEPS, MATMUL_WIDTH, WIDE_HIDDEN = 32768, 16, 256, 256
 
 
 def _best_rates(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
@@ -143,21 +151,112 @@ def bench_sb3_ppo(quick: bool) -> dict[str, Any]:
     return {**_ratio_result(rates, "env steps/s", target=1.0), **extra}
 
 
+def _matmul_rate(rows: int, reps: int) -> Callable[[], float]:
+    """GFLOP/s of the best of ``reps`` float32 ``torch.mm`` calls, (rows x 256) @ (256 x 256)."""
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(rows, MATMUL_WIDTH, generator=generator)
+    b = torch.randn(MATMUL_WIDTH, MATMUL_WIDTH, generator=generator)
+    out = torch.empty(rows, MATMUL_WIDTH)
+    flops = 2 * rows * MATMUL_WIDTH * MATMUL_WIDTH
+
+    def run() -> float:
+        best = float("inf")
+        for _ in range(reps):
+            start = time.perf_counter()
+            torch.mm(a, b, out=out)
+            best = min(best, time.perf_counter() - start)
+        return flops / best / 1e9
+
+    return run
+
+
+def _rollout_rate(model: TinyRecursiveModel, x: torch.Tensor, flops: int) -> Callable[[], float]:
+    def run() -> float:
+        start = time.perf_counter()
+        model.rollout(x, steps=ROLLOUT_STEPS)
+        return flops / (time.perf_counter() - start) / 1e9
+
+    return run
+
+
+def _rollout_row(model: TinyRecursiveModel, x: torch.Tensor, rounds: int, reps: int) -> dict[str, Any]:
+    """One model's rollout GFLOP/s vs the 256-wide matmul's, alternated over ``rounds``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # FlopCounterMode sees the calling thread only: count on rollout's sequential path
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model.rollout(x, steps=ROLLOUT_STEPS)
+    finally:
+        torch.set_num_threads(threads)
+    flops = counter.get_total_flops()
+    model.rollout(x, steps=ROLLOUT_STEPS)  # warm-up outside the counter
+    runs = {"ours": _rollout_rate(model, x, flops), "baseline": _matmul_rate(x.shape[0], reps)}
+    result = _ratio_result(_best_rates(runs, rounds), "GFLOP/s", target=0.4)
+    wall = flops / (result["ours"] * 1e9)
+    return {
+        **result,
+        "hidden_dim": model.config["hidden_dim"],
+        "flops_per_rollout": flops,
+        "rollout_s": wall,
+        "sample_steps_per_s": x.shape[0] * ROLLOUT_STEPS / wall,
+    }
+
+
+def bench_model_rollout(quick: bool) -> dict[str, Any]:
+    """``rollout`` GFLOP/s (FLOPs by ``FlopCounterMode``) vs a float32 32768x256 @ 256x256 ``torch.mm``.
+
+    The shipped sp500 model (hidden_dim 64) is the measured row (target >= 0.4x); ``hidden_256``
+    holds the same measurement for a hidden_dim=256 model of the same shape, whose matmuls are as
+    wide as the reference's. Default thread count; ``--quick`` uses 4096 rows and one round.
+    """
+    rows = 4_096 if quick else ROLLOUT_ROWS
+    shipped = TinyRecursiveModel.load(SHIPPED_CHECKPOINT)  # input width 34, hidden 64, n_latent 3, n_cycles 1
+    x = torch.randn(rows, shipped.input_dim, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    wide = TinyRecursiveModel(**{**shipped.config, "hidden_dim": WIDE_HIDDEN}).eval()
+    reps = 3 if quick else 20
+    result = _rollout_row(shipped, x, rounds=1 if quick else 5, reps=reps)
+    wide_result = _rollout_row(wide, x, rounds=1 if quick else 3, reps=reps)
+    extra = {"rows": rows, "steps": ROLLOUT_STEPS, "threads": torch.get_num_threads()}
+    return {**result, **extra, "hidden_256": wide_result}
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "env_single": bench_env_single,
     "env_vector": bench_env_vector,
     "sb3_ppo": bench_sb3_ppo,
+    "model_rollout": bench_model_rollout,
 }
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table of the ratio benchmarks (README-ready)."""
+    """A Markdown table of the ratio benchmarks (README-ready), then one of the rollout details if run."""
     lines = ["| benchmark | ours | baseline | unit | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for name, r in results.items():
+        rows.append((name, r))
+        if name == "model_rollout":
+            rows.append((f"{name} (hidden_dim={r['hidden_256']['hidden_dim']})", r["hidden_256"]))
+    for name, r in rows:
         lines.append(
             f"| {name} | {r['ours']:,.0f} | {r['baseline']:,.0f} | {r['unit']} | {r['ratio']:.2f}x "
             f"| >= {r['target']:.1f}x | {'yes' if r['met'] else 'NO'} |"
         )
+    if "model_rollout" in results:
+        r = results["model_rollout"]
+        lines += [
+            "",
+            f"rollout of {r['rows']:,} samples x K={r['steps']}, {r['threads']} torch threads:",
+            "",
+            "| model | FLOPs/rollout | best wall s | GFLOP/s | matmul GFLOP/s | ratio | sample-steps/s | vs 40% |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for label, row in (("sp500 checkpoint", r), ("random init, same shape", r["hidden_256"])):
+            lines.append(
+                f"| {label}, hidden_dim={row['hidden_dim']} | {row['flops_per_rollout'] / 1e9:,.2f} G "
+                f"| {row['rollout_s']:.3f} | {row['ours']:,.1f} | {row['baseline']:,.1f} | {row['ratio']:.1%} "
+                f"| {row['sample_steps_per_s']:,.0f} | {'PASS' if row['met'] else 'FAIL'} |"
+            )
     return "\n".join(lines)
 
 

@@ -169,3 +169,18 @@ def test_evaluate_steps_halt_head_histogram(small_task):
     assert metrics["halt_head"]["histogram"][-1] == n
     assert metrics["halt_head"]["accuracy"] == pytest.approx(metrics["accuracy"][-1])
     assert np.all(np.isfinite(metrics["profit_weighted_ce"]))
+
+
+def test_blocked_threaded_rollout_equals_one_block():
+    model = _model().eval()
+    x = torch.randn(9_000, 7, generator=torch.Generator().manual_seed(3))  # three blocks of up to 4096 rows
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        blocked = model.rollout(x, return_answers=True)
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        whole = model._rollout_block(x, model.max_steps, return_answers=True)
+    for a, b in zip(blocked, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
