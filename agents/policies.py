@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from trm_env.checks import check_int
-from trm_env.env import HaltingVectorEnv
+from trm_env.env import SUMMARY_STATS, HaltingVectorEnv
 
 __all__ = [
     "POLICY_NAMES",
@@ -29,8 +29,10 @@ __all__ = [
     "make_policy",
 ]
 
-NUM_CLASSES = 8
-MAX_PROB, HALT_PROB, STEP_FRACTION = NUM_CLASSES, NUM_CLASSES + 2, NUM_CLASSES + 3  # summary layout
+NUM_CLASSES = 8  # the summary observation: C class probabilities, then SUMMARY_STATS
+MAX_PROB, HALT_PROB, STEP_FRACTION = (
+    NUM_CLASSES + SUMMARY_STATS.index(name) for name in ("max_prob", "halt_prob", "step_fraction")
+)
 
 
 class HaltingPolicy:

@@ -40,6 +40,7 @@ __all__ = [
     "OBSERVATIONS",
     "PNL_SCALE",
     "REWARDS",
+    "SUMMARY_STATS",
     "HaltingCore",
     "HaltingEnv",
     "HaltingVectorEnv",
@@ -49,6 +50,7 @@ __all__ = [
 REWARDS = ("profit_weighted_ce", "pnl", "correct")
 OBSERVATIONS = ("summary", "latent")
 RENDER_MODES = ("ansi",)
+SUMMARY_STATS = ("max_prob", "entropy", "halt_prob", "step_fraction", "movement")  # after the C probabilities
 PNL_SCALE = 0.05
 DEFAULT_STEP_COST = 0.01
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
