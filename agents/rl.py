@@ -50,6 +50,7 @@ def train_rl_policy(
 ) -> RLHaltingPolicy:
     """Train an SB3 agent (``"ppo"`` or ``"dqn"``) to halt; with ``out``, save ``out`` (.zip) and its .json.
 
+    TensorBoard logs go to ``tensorboard_log`` (default: a ``tensorboard`` folder beside ``out``).
     ``env_kwargs`` (checkpoint, reward, observation, max_steps) go to the environment.
     """
     if algo not in ALGOS:
@@ -58,14 +59,20 @@ def train_rl_policy(
         raise ValueError(f"step_cost must be >= 0, got {step_cost}")
     if total_timesteps < 1 or n_envs < 1:
         raise ValueError(f"total_timesteps and n_envs must be >= 1, got {total_timesteps}, {n_envs}")
-    torch.set_num_threads(1)  # a 64x64 MLP: threads only add overhead on CPU
+    if tensorboard_log is None and out is not None:
+        tensorboard_log = Path(out).parent / "tensorboard"
     venv = VecMonitor(make_sb3_vec_env(num_envs=n_envs, seed=seed, task=task, split=split, step_cost=step_cost,
                                        **env_kwargs))  # fmt: skip
     model = ALGOS[algo](
         "MlpPolicy", venv, seed=seed, device="cpu", verbose=0,
         tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **HYPERPARAMETERS[algo],
     )  # fmt: skip
-    model.learn(total_timesteps=total_timesteps, progress_bar=progress, tb_log_name=f"{algo}_cost{step_cost}_s{seed}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64x64 MLP: threads only add overhead on CPU
+    try:
+        model.learn(total_timesteps, progress_bar=progress, tb_log_name=f"{algo}_cost{step_cost:g}_seed{seed}")
+    finally:
+        torch.set_num_threads(threads)
     policy = RLHaltingPolicy(model, algo=algo, step_cost=step_cost, seed=seed)
     if out is not None:
         save_rl_policy(policy, out, task=task, split=split, total_timesteps=total_timesteps, n_envs=n_envs,
