@@ -205,12 +205,12 @@ def _rollout_row(model: TinyRecursiveModel, x: torch.Tensor, rounds: int, reps: 
 def bench_model_rollout(quick: bool) -> dict[str, Any]:
     """``rollout`` GFLOP/s (FLOPs by ``FlopCounterMode``) vs a float32 32768x256 @ 256x256 ``torch.mm``.
 
-    The shipped sp500 model (hidden_dim 64) is the measured row (target >= 0.4x); ``hidden_256``
+    The shipped sp500 model (hidden_dim 128) is the measured row (target >= 0.4x); ``hidden_256``
     holds the same measurement for a hidden_dim=256 model of the same shape, whose matmuls are as
     wide as the reference's. Default thread count; ``--quick`` uses 4096 rows and one round.
     """
     rows = 4_096 if quick else ROLLOUT_ROWS
-    shipped = TinyRecursiveModel.load(SHIPPED_CHECKPOINT)  # input width 34, hidden 64, n_latent 3, n_cycles 1
+    shipped = TinyRecursiveModel.load(SHIPPED_CHECKPOINT)  # input width 34, hidden 128, n_latent 3, n_cycles 1
     x = torch.randn(rows, shipped.input_dim, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     wide = TinyRecursiveModel(**{**shipped.config, "hidden_dim": WIDE_HIDDEN}).eval()

@@ -84,7 +84,7 @@ class TinyRecursiveModel(nn.Module):
         self,
         input_dim: int,
         num_classes: int = 8,
-        hidden_dim: int = 64,
+        hidden_dim: int = 128,
         n_latent: int = 3,
         n_cycles: int = 1,
         max_steps: int = 16,
@@ -184,7 +184,7 @@ class TinyRecursiveModel(nn.Module):
         With ``return_answers`` also the answer states ``y (B, K, hidden_dim)``. Runs under
         ``torch.no_grad()`` unless the model is in training mode. Without grad, large batches go
         through in row blocks of ``_ROLLOUT_CHUNK``, all K steps per block (a block's activations stay
-        in cache), one block per core with single-threaded ops: a 64-wide op is too small to split.
+        in cache), one block per core with single-threaded ops: a 128-wide op is too small to split.
         """
         steps = check_int("steps", self.max_steps if steps is None else steps)
         self._check_input(x)

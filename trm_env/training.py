@@ -39,7 +39,7 @@ class TrainConfig:
 
     task: str = "sp500"
     task_kwargs: dict[str, Any] = field(default_factory=dict)
-    hidden_dim: int = 64
+    hidden_dim: int = 128
     n_latent: int = 3
     n_cycles: int = 1
     max_steps: int = 16
