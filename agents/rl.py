@@ -10,6 +10,7 @@ tuned there would halt too early on unseen days. Evaluation is on test.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,16 @@ def train_rl_policy(
     )  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64x64 MLP: threads only add overhead on CPU
+    start = time.perf_counter()
     try:
         model.learn(total_timesteps, progress_bar=progress, tb_log_name=f"{algo}_cost{step_cost:g}_seed{seed}")
     finally:
         torch.set_num_threads(threads)
+    seconds = round(time.perf_counter() - start, 2)
     policy = RLHaltingPolicy(model, algo=algo, step_cost=step_cost, seed=seed)
     if out is not None:
         save_rl_policy(policy, out, task=task, split=split, total_timesteps=total_timesteps, n_envs=n_envs,
-                       env_kwargs=env_kwargs)  # fmt: skip
+                       train_seconds=seconds, env_kwargs=env_kwargs)  # fmt: skip
     return policy
 
 

@@ -65,6 +65,12 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
             raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
         config = {**CONFIGS["quick"], **overrides, "name": path.stem}
     config["retrain"] = bool(config["retrain"] or retrain)
+    needed = {t: CONFIG_DIR / f"{t}.json" if config["retrain"] else CHECKPOINT_DIR / t / "model.pt"
+              for t in config["tasks"]}  # fmt: skip
+    missing = [t for t, path in needed.items() if not path.is_file()]
+    if not config["tasks"] or missing:
+        what = "a training config in experiments/configs" if config["retrain"] else "a shipped checkpoint"
+        raise ValueError(f"tasks must be a non-empty list of tasks with {what}; {missing or 'none'} lack one")
     if not config["retrain"]:  # a changed shipped checkpoint makes finished stages stale: record its content
         config["checkpoint_sha256"] = {t: _sha256(CHECKPOINT_DIR / t / "model.pt") for t in config["tasks"]}
     costs = config["step_costs"]
@@ -113,11 +119,9 @@ class Run:
             for seed in c["seeds"]:
                 path = self.out / "rl" / task / f"{c['algo']}_cost{cost:g}_seed{seed}.zip"
                 if not self.done(path.with_suffix(".json")):
-                    start = time.perf_counter()
                     train_rl_policy(task=task, algo=c["algo"], step_cost=cost, total_timesteps=c["total_timesteps"],
                                     seed=seed, n_envs=c["n_envs"], split=c["rl_split"], out=path,
                                     checkpoint=str(checkpoint), tensorboard_log=self.out / "tensorboard")  # fmt: skip
-                    _record_seconds(path.with_suffix(".json"), time.perf_counter() - start)
                     self.ran.append(f"rl/{task}/{path.stem}")
                 policies.append(RLHaltingPolicy.load(path))
         return policies
@@ -134,12 +138,6 @@ class Run:
             frame.to_csv(tmp, index=False)
         self.ran.append(f"episodes/{task}")
         return frame
-
-
-def _record_seconds(meta: Path, seconds: float) -> None:
-    data = json.loads(meta.read_text())
-    data["train_seconds"] = round(seconds, 2)
-    write_json_atomic(meta, data)
 
 
 def _paired_line(task: str, episodes: pd.DataFrame, shares: pd.DataFrame, rl: str) -> str:

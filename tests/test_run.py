@@ -167,6 +167,8 @@ def test_changed_config_refused_unless_force(tiny_run: Path, run_module: ModuleT
         ({"step_costs": ["cheap"]}, "step_costs"),
         ({"algo": "a2c"}, "algo"),
         ({"learning_rate": 0.1}, "unknown config keys"),
+        ({"tasks": ["nasdaq"]}, r"shipped checkpoint; \['nasdaq'\] lack one"),
+        ({"tasks": []}, "non-empty list of tasks"),
     ],
 )
 def test_bad_config_refused_before_any_work(overrides: dict[str, object], match: str, run_module: ModuleType,
