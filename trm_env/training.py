@@ -1,9 +1,9 @@
 """Deep-supervision training of the Tiny Recursive Model with TRMLoss.
 
 For every batch: run K supervision steps, apply ``TRMLoss`` to each step's logits, average the K
-losses, and take **one** AdamW step per batch. The state handed between steps is detached, so this
-equals TRM's per-step updates in gradient content while costing one optimizer step (documented
-choice: it is faster on CPU and gives the same step-wise signal). An EMA of the weights is what we
+losses, and take **one** AdamW step per batch. TRM steps the optimizer after every supervision step;
+the state handed between steps is detached, so both give each step its own loss signal, and one step
+per batch costs K times fewer optimizer updates (documented choice: faster on CPU). An EMA of the weights is what we
 evaluate, early-stop on (validation profit-weighted CE at the last step) and save.
 
 A run directory holds ``model.pt`` (see ``TinyRecursiveModel.save``), ``config.json`` (every
