@@ -174,7 +174,7 @@ def test_fingerprint_is_stable_and_tracks_the_data(task: Task) -> None:
     assert task.fingerprint() != load_regime_chain(n=N, seed=4).fingerprint()
     features = task.features.copy()
     features[0, 0] += 1.0
-    assert task.with_features(features).fingerprint() != task.fingerprint()
+    assert replace(task, features=features).fingerprint() != task.fingerprint()
 
 
 # ---- experiments/quality.py ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -121,10 +121,6 @@ class Task:
                 "mean_pnl": np.divide(sums, counts, out=np.zeros(self.num_classes), where=counts > 0),
             }
         )
-
-    def with_features(self, features: np.ndarray) -> Task:
-        """A copy with other features (used by the no-look-ahead checks)."""
-        return replace(self, features=features)
 
 
 def standardise(features: np.ndarray, train_index: np.ndarray) -> np.ndarray:
