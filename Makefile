@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/python experiments/run.py
+RUN_ARGS ?=
+
+run: $(STAMP)  ## e.g. make run RUN_ARGS="--force" after the shipped checkpoints changed
+	$(BIN)/python experiments/run.py $(RUN_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
