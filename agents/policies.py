@@ -62,28 +62,34 @@ def _halt_where(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.int64)
 
 
-class HaltHeadPolicy(HaltingPolicy):
+class _ThresholdPolicy(HaltingPolicy):
+    """Halt when observation column ``column`` exceeds ``threshold`` (strictly)."""
+
+    column: int
+
+    def __init__(self, threshold: float) -> None:
+        self.param = _probability("threshold", threshold)
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return _halt_where(observations[:, self.column] > self.param)
+
+
+class HaltHeadPolicy(_ThresholdPolicy):
     """Halt when the model's own halt head says p(halt) > ``threshold``: the supervised method."""
 
-    name = "halt_head"
+    name, column = "halt_head", HALT_PROB
 
     def __init__(self, threshold: float = 0.5) -> None:
-        self.param = _probability("threshold", threshold)
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        return _halt_where(observations[:, HALT_PROB] > self.param)
+        super().__init__(threshold)
 
 
-class ConfidencePolicy(HaltingPolicy):
+class ConfidencePolicy(_ThresholdPolicy):
     """Halt when the max class probability exceeds ``threshold`` (early exit, no learned head)."""
 
-    name = "confidence"
+    name, column = "confidence", MAX_PROB
 
     def __init__(self, threshold: float = 0.9) -> None:
-        self.param = _probability("threshold", threshold)
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        return _halt_where(observations[:, MAX_PROB] > self.param)
+        super().__init__(threshold)
 
 
 class FixedDepthPolicy(HaltingPolicy):
