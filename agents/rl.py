@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.vec_env import VecMonitor
 
 from agents.policies import RLHaltingPolicy
 from trm_env.io import atomic_path, write_json_atomic
+from trm_env.model import torch_threads
 from trm_env.sb3 import make_sb3_vec_env
 
 __all__ = ["ALGOS", "train_rl_policy"]
@@ -68,13 +68,9 @@ def train_rl_policy(
         "MlpPolicy", venv, seed=seed, device="cpu", verbose=0,
         tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **HYPERPARAMETERS[algo],
     )  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 64x64 MLP: threads only add overhead on CPU
     start = time.perf_counter()
-    try:
+    with torch_threads(1):  # a 64x64 MLP: threads only add overhead on CPU
         model.learn(total_timesteps, progress_bar=progress, tb_log_name=f"{algo}_cost{step_cost:g}_seed{seed}")
-    finally:
-        torch.set_num_threads(threads)
     seconds = round(time.perf_counter() - start, 2)
     policy = RLHaltingPolicy(model, algo=algo, step_cost=step_cost, seed=seed)
     if out is not None:

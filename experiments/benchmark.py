@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import trm_env  # noqa: F401  (registers the trm_env ids)
 from trm_env.io import write_json_atomic
-from trm_env.model import TinyRecursiveModel
+from trm_env.model import TinyRecursiveModel, torch_threads
 from trm_env.sb3 import make_sb3_vec_env
 
 ENV_ID = "trm_env/TRMHalting-v0"
@@ -139,12 +139,8 @@ def bench_sb3_ppo(quick: bool) -> dict[str, Any]:
         "baseline": make_vec_env(CARTPOLE, n_envs=PPO_ENVS, seed=0),
     }
     rounds = 1 if quick else 5  # training dominates, so the ratio is near 1: more rounds, less noise
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: threads only add noise on a shared machine
-    try:
+    with torch_threads(1):  # tiny networks: threads only add noise on a shared machine
         rates = _best_rates({name: _ppo_rate(venv, timesteps) for name, venv in venvs.items()}, rounds)
-    finally:
-        torch.set_num_threads(threads)
     steps = 500 if quick else 5_000
     venv_rates = _best_rates({name: _sb3_step_rate(venv, steps) for name, venv in venvs.items()}, rounds)
     extra = {f"{name}_venv_steps_per_s": rate for name, rate in venv_rates.items()}
@@ -181,13 +177,9 @@ def _rollout_rate(model: TinyRecursiveModel, x: torch.Tensor, flops: int) -> Cal
 
 def _rollout_row(model: TinyRecursiveModel, x: torch.Tensor, rounds: int, reps: int) -> dict[str, Any]:
     """One model's rollout GFLOP/s vs the 256-wide matmul's, alternated over ``rounds``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # FlopCounterMode sees the calling thread only: count on rollout's sequential path
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model.rollout(x, steps=ROLLOUT_STEPS)
-    finally:
-        torch.set_num_threads(threads)
+    # FlopCounterMode sees the calling thread only: count on rollout's sequential (one-thread) path
+    with torch_threads(1), FlopCounterMode(display=False) as counter:
+        model.rollout(x, steps=ROLLOUT_STEPS)
     flops = counter.get_total_flops()
     model.rollout(x, steps=ROLLOUT_STEPS)  # warm-up outside the counter
     runs = {"ours": _rollout_rate(model, x, flops), "baseline": _matmul_rate(x.shape[0], reps)}

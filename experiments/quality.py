@@ -276,7 +276,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    torch.set_num_threads(1)
     models, timing = {}, dict.fromkeys(TASKS)
     for name in TASKS:
         if args.retrain:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from trm_env import TinyRecursiveModel
+from trm_env.model import torch_threads
 from trm_env.synthetic import load_regime_chain
 from trm_env.training import TrainConfig, evaluate_steps, train
 
@@ -174,12 +175,8 @@ def test_evaluate_steps_halt_head_histogram(small_task):
 def test_blocked_threaded_rollout_equals_one_block():
     model = _model().eval()
     x = torch.randn(9_000, 7, generator=torch.Generator().manual_seed(3))  # three blocks of up to 4096 rows
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         blocked = model.rollout(x, return_answers=True)
-    finally:
-        torch.set_num_threads(threads)
     with torch.no_grad():
         whole = model._rollout_block(x, model.max_steps, return_answers=True)
     for a, b in zip(blocked, whole, strict=True):

@@ -17,8 +17,9 @@ any chance to improve; with the bias it starts at p(halt) ~ 0.007 and learns whe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,10 +30,21 @@ from torch import Tensor, nn
 from trm_env.checks import check_int
 from trm_env.io import atomic_path
 
-__all__ = ["CHECKPOINT_FORMAT", "TRMState", "TinyRecursiveModel"]
+__all__ = ["CHECKPOINT_FORMAT", "TRMState", "TinyRecursiveModel", "torch_threads"]
 
 CHECKPOINT_FORMAT = "trm_env/TinyRecursiveModel/v1"
 _ROLLOUT_CHUNK = 4096  # rows per inference block (benchmark.py: 2048-8192 all far faster than one block)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _map_blocks(fn: Callable[[Tensor], tuple[Tensor, ...]], blocks: tuple[Tensor, ...]) -> list[tuple[Tensor, ...]]:
@@ -40,12 +52,8 @@ def _map_blocks(fn: Callable[[Tensor], tuple[Tensor, ...]], blocks: tuple[Tensor
     threads = torch.get_num_threads()
     if len(blocks) == 1 or threads == 1:
         return [fn(b) for b in blocks]
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(fn, blocks))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, blocks))
 
 
 class TRMState(NamedTuple):

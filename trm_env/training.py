@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from trm_env.checks import check_int
 from trm_env.io import write_json_atomic
 from trm_env.loss import TRMLoss, class_weights_from_labels, profit_weighted_ce
-from trm_env.model import TinyRecursiveModel
+from trm_env.model import TinyRecursiveModel, torch_threads
 from trm_env.tasks import Task, load_task
 
 __all__ = ["TrainConfig", "evaluate_steps", "save_run", "train"]
@@ -180,7 +180,12 @@ def train(
     for split in ("train", "val", "test"):
         if len(task.split(split)) == 0:
             raise ValueError(f"task {task.name!r} has an empty {split!r} split")
-    torch.set_num_threads(config.num_threads)
+    with torch_threads(config.num_threads):
+        return _train(config, task, out_dir, progress, tensorboard)
+
+
+def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress: bool, tensorboard: bool
+           ) -> tuple[TinyRecursiveModel, dict[str, Any]]:  # fmt: skip
     torch.manual_seed(config.seed)
     model = build_model(config, task)
     weights = class_weights_from_labels(task.labels[task.split("train")], task.num_classes)
