@@ -11,7 +11,7 @@ one report per step. Report t holds a noisy one-hot vote for a regime (8 channel
   already seen the final report must ignore.
 
 The reports are the stream input: recursion step t sees report t only (``Task.n_chunks``), so the
-answer cannot be known before step d, evidence accumulates across steps, and the model has to keep
+answer cannot be known for sure before step d, evidence accumulates across steps, and the model has to keep
 what it found. Harder samples (larger d) need more steps; thinking past step d gains nothing.
 
 Pnl: the paying strategy earns ``+s`` and every other strategy loses ``-s * u_j``, with a per-sample
