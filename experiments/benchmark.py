@@ -81,10 +81,16 @@ def bench_env_single(quick: bool) -> dict[str, Any]:
     return _ratio_result(_best_rates(runs, rounds=1 if quick else 3), "env steps/s", target=1.0)
 
 
-def _vector_env_rate(envs: gym.vector.VectorEnv, steps: int) -> Callable[[], float]:
+def _batched_step_rate(envs: gym.vector.VectorEnv | VecEnv, steps: int) -> Callable[[], float]:
+    """Env steps/s of a Gymnasium or SB3 vector env under seeded random actions, autoreset included."""
+
     def run() -> float:
         actions = np.random.default_rng(0).integers(0, 2, size=(steps, envs.num_envs))
-        envs.reset(seed=0)
+        if isinstance(envs, VecEnv):
+            envs.seed(0)
+            envs.reset()
+        else:
+            envs.reset(seed=0)
         start = time.perf_counter()
         for action in actions:
             envs.step(action)
@@ -97,7 +103,7 @@ def bench_env_vector(quick: bool) -> dict[str, Any]:
     """Native vector envs, 64 sub-envs each, autoreset included: env steps/s."""
     steps = 2_000 if quick else 20_000
     runs = {
-        name: _vector_env_rate(
+        name: _batched_step_rate(
             gym.make_vec(env_id, num_envs=NUM_VECTOR_ENVS, vectorization_mode="vector_entry_point"), steps
         )
         for name, env_id in (("ours", ENV_ID), ("baseline", CARTPOLE))
@@ -111,18 +117,6 @@ def _ppo_rate(venv: VecEnv, timesteps: int) -> Callable[[], float]:
         start = time.perf_counter()
         model.learn(timesteps)
         return model.num_timesteps / (time.perf_counter() - start)
-
-    return run
-
-
-def _sb3_step_rate(venv: VecEnv, steps: int) -> Callable[[], float]:
-    def run() -> float:
-        actions = np.random.default_rng(0).integers(0, 2, size=(steps, venv.num_envs))
-        venv.reset()
-        start = time.perf_counter()
-        for action in actions:
-            venv.step(action)
-        return steps * venv.num_envs / (time.perf_counter() - start)
 
     return run
 
@@ -142,7 +136,7 @@ def bench_sb3_ppo(quick: bool) -> dict[str, Any]:
     with torch_threads(1):  # tiny networks: threads only add noise on a shared machine
         rates = _best_rates({name: _ppo_rate(venv, timesteps) for name, venv in venvs.items()}, rounds)
     steps = 500 if quick else 5_000
-    venv_rates = _best_rates({name: _sb3_step_rate(venv, steps) for name, venv in venvs.items()}, rounds)
+    venv_rates = _best_rates({name: _batched_step_rate(venv, steps) for name, venv in venvs.items()}, rounds)
     extra = {f"{name}_venv_steps_per_s": rate for name, rate in venv_rates.items()}
     return {**_ratio_result(rates, "env steps/s", target=1.0), **extra}
 
