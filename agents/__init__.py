@@ -1,10 +1,11 @@
-"""Halting policies, RL training and evaluation for the ``trm_env`` halting environment.
+"""Halting policies, RL training and evaluation over a ``trm_env`` rollout table.
 
 >>> from agents import HaltHeadPolicy, evaluate
 >>> frame = evaluate(HaltHeadPolicy(0.5), task="regime-chain")  # doctest: +SKIP
 """
 
-from agents.evaluation import curve_from_episodes, evaluate, evaluate_policies, halting_curve, summarize
+from agents.curves import curve_from_episodes, halting_curve, summarize
+from agents.evaluation import evaluate, evaluate_by_stepping, evaluate_policies, halting_steps
 from agents.policies import (
     POLICY_NAMES,
     ConfidencePolicy,
@@ -13,10 +14,9 @@ from agents.policies import (
     HaltingPolicy,
     OraclePolicy,
     RandomPolicy,
-    RLHaltingPolicy,
     make_policy,
 )
-from agents.rl import train_rl_policy
+from agents.rl import RLHaltingPolicy, train_rl_policy
 
 __all__ = [
     "POLICY_NAMES",
@@ -29,8 +29,10 @@ __all__ = [
     "RandomPolicy",
     "curve_from_episodes",
     "evaluate",
+    "evaluate_by_stepping",
     "evaluate_policies",
     "halting_curve",
+    "halting_steps",
     "make_policy",
     "summarize",
     "train_rl_policy",

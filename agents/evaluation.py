@@ -1,93 +1,149 @@
-"""Evaluate halting policies on every sample of a split, and turn episodes into halting curves.
+"""Evaluate halting policies on a ``Rollouts`` table: every sample of a split once, deterministic.
 
-- ``evaluate(policy, task, split)``: one row per sample, every sample exactly once, deterministic.
-- ``halting_curve(family, task, ...)``: sweep a family's knob; one row per point with 95% bootstrap
-  confidence intervals (``scipy.stats.bootstrap``, percentile method) for accuracy and profit-weighted CE.
-- ``summarize(curves)``: area under accuracy-vs-mean-steps, RL against the halt head at matched mean
-  steps, and the share of the oracle's gain over fixed depth that each policy captures.
-
-Returns are always computed under one evaluation step cost (the env default unless ``step_cost`` is
-given), whatever cost an RL policy was trained with, so rows are comparable and the oracle bounds them.
+The halting step of a sample is the first step t at which ``policy.act(observations[:, t], info_t)``
+says halt (t = K is forced); its return is ``halt_reward[t] - step_cost * (t - 1)``, read from the
+table. The policy acts on every (step, sample) row in step-major order in one call, which draws
+exactly what an env-driven evaluation's K calls (one per step, on the whole split) draw, so seeded
+random rules match too. Policies must treat rows independently (every family here does).
+``evaluate_by_stepping`` is that env-driven path, kept as the reference for tests and benchmarks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from tqdm.auto import tqdm
 
-from agents.policies import HaltingPolicy, make_policy
+from agents.policies import HaltingPolicy
+from trm_env.core import DEFAULT_STEP_COST, check_choice
 from trm_env.env import HaltingVectorEnv
-from trm_env.tasks import Task, load_task
+from trm_env.rollouts import OBSERVATIONS, REWARDS, Rollouts, as_rollouts
+from trm_env.task import Task
 
-__all__ = [
-    "CURVE_COLUMNS",
-    "EPISODE_COLUMNS",
-    "curve_from_episodes",
-    "default_points",
-    "evaluate",
-    "evaluate_policies",
-    "halting_curve",
-    "paired_difference",
-    "rule_policies",
-    "summarize",
-]
+__all__ = ["EPISODE_COLUMNS", "evaluate", "evaluate_by_stepping", "evaluate_policies", "halting_steps"]
 
 EPISODE_COLUMNS = ("index", "halt_step", "prediction", "label", "correct", "pnl", "profit_weighted_ce",
                    "episode_return")  # fmt: skip
-KEYS = ("task", "policy", "param", "seed")
-CURVE_COLUMNS = (*KEYS, "mean_steps", "accuracy", "accuracy_lo", "accuracy_hi", "mean_pnl", "profit_weighted_ce",
-                 "profit_weighted_ce_lo", "profit_weighted_ce_hi", "mean_return", "n")  # fmt: skip
-DEFAULT_PARAMS: dict[str, tuple[float, ...]] = {
-    "halt_head": (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
-    "confidence": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
-    "fixed_depth": tuple(range(1, 17)),
-    "random": (0.05, 0.1, 0.2, 0.4, 0.7),
-    "oracle": (float("nan"),),
-}
+Source = str | Task | Rollouts | Path
 
 
-DEFAULT_POINTS = {"halt_head": 0.5, "confidence": 0.9, "random": 0.2, "oracle": float("nan")}
+def _settings(step_cost: float | None, reward: str, observation: str) -> float:
+    check_choice("reward", reward, REWARDS)
+    check_choice("observation", observation, OBSERVATIONS)
+    cost = DEFAULT_STEP_COST if step_cost is None else step_cost
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < np.inf:
+        raise ValueError(f"step_cost must be a finite number >= 0, got {cost!r}")
+    return float(cost)
 
 
-def default_points(episodes: pd.DataFrame, eval_cost: float, max_steps: int) -> pd.DataFrame:
-    """The episodes of each family's default point (lowest seed): ``DEFAULT_POINTS``, fixed depth K, and the
-    RL agent trained at the step cost closest to the evaluation cost."""
-    rl_costs = episodes.loc[episodes["policy"].str.startswith("rl_"), "param"]
-    rl_default = rl_costs.iloc[(rl_costs - eval_cost).abs().argmin()] if len(rl_costs) else np.nan
-    wanted = {**DEFAULT_POINTS, "fixed_depth": max_steps}
-    keep = episodes["policy"].map(lambda p: rl_default if p.startswith("rl_") else wanted[p])
-    match = np.isclose(episodes["param"], keep) | (episodes["param"].isna() & keep.isna())
-    first = episodes.groupby(["task", "policy", "param"], dropna=False)["seed"].transform("min")
-    seed0 = episodes["seed"] == first
-    return episodes[match & seed0]
+def halting_steps(policy: HaltingPolicy, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST,
+                  reward: str = "profit_weighted_ce", observation: str = "summary") -> np.ndarray:  # fmt: skip
+    """(N,) int64: the step (1..K) at which ``policy`` halts on each sample of the table."""
+    return _first_halts(policy, rollouts, _StepMajor(rollouts, observation), step_cost, reward)
 
 
-def rule_policies(random_seeds: Sequence[int] = (0,)) -> list[HaltingPolicy]:
-    """Every point of every rule family's default sweep (random: one run per seed)."""
-    return [_seeded(make_policy(family, p), s) for family, params in DEFAULT_PARAMS.items() for p in params
-            for s in (random_seeds if family == "random" else (0,))]  # fmt: skip
+class _StepMajor:
+    """A table's observations and info rows in step-major order: all samples at step 1, then step 2, ...
+
+    One ``act`` call on these K * N rows draws exactly what K calls on the N rows of each step would.
+    """
+
+    def __init__(self, rollouts: Rollouts, observation: str) -> None:
+        n, k = rollouts.num_samples, rollouts.max_steps
+        step_major = rollouts.observations[observation].transpose(1, 0, 2)
+        self.observations = np.ascontiguousarray(step_major).reshape(n * k, -1)
+        self.info = {"index": np.tile(np.arange(n), k), "step": np.repeat(np.arange(1, k + 1), n)}
 
 
-def _task(task: str | Task) -> Task:
-    return load_task(task) if isinstance(task, str) else task
+def _first_halts(policy: HaltingPolicy, rollouts: Rollouts, rows: _StepMajor, step_cost: float, reward: str
+                 ) -> np.ndarray:  # fmt: skip
+    policy.bind(rollouts, step_cost, reward)
+    n, k = rollouts.num_samples, rollouts.max_steps
+    halt = np.asarray(policy.act(rows.observations, rows.info)).reshape(k, n)[: k - 1] == 1
+    return np.where(halt.any(axis=0), halt.argmax(axis=0) + 1, k).astype(np.int64)
 
 
-def evaluate(policy: HaltingPolicy, task: str | Task = "sp500", split: str = "test", **env_kwargs: Any) -> pd.DataFrame:
-    """Run ``policy`` once on every sample of ``split``; one row per sample (+ ``difficulty`` if the task has it)."""
-    n = len(_task(task).split(split))
+def _episode_columns(rollouts: Rollouts, steps: np.ndarray, step_cost: float, reward: str) -> dict[str, np.ndarray]:
+    """The episode columns of (P, N) halting steps (P policies on the same table), P * N rows."""
+    steps = np.atleast_2d(steps)
+    rows, t = np.broadcast_to(np.arange(rollouts.num_samples), steps.shape).ravel(), steps.ravel() - 1
+    tile = len(steps)
+    columns = {
+        "index": rows, "halt_step": steps.ravel(), "prediction": rollouts.prediction[rows, t],
+        "label": np.tile(rollouts.label, tile), "correct": rollouts.correct[rows, t], "pnl": rollouts.pnl[rows, t],
+        "profit_weighted_ce": rollouts.profit_weighted_ce[rows, t],
+        "episode_return": rollouts.halt_reward[reward][rows, t] - step_cost * t,
+    }  # fmt: skip
+    if rollouts.difficulty is not None:
+        columns["difficulty"] = np.tile(rollouts.difficulty, tile)
+    return columns
+
+
+def _table(task: Source, split: str | None, env_kwargs: dict[str, Any]) -> tuple[Rollouts, str, str]:
+    unknown = sorted(set(env_kwargs) - {"checkpoint", "max_steps", "reward", "observation"})
+    if unknown:
+        raise TypeError(f"unknown keyword argument(s) {unknown}; valid: checkpoint, max_steps, reward, observation")
+    rollouts = as_rollouts(task, env_kwargs.get("checkpoint"), split, env_kwargs.get("max_steps"))
+    return rollouts, env_kwargs.get("reward", "profit_weighted_ce"), env_kwargs.get("observation", "summary")
+
+
+def evaluate(policy: HaltingPolicy, task: Source = "sp500", split: str | None = None, step_cost: float | None = None,
+             **env_kwargs: Any) -> pd.DataFrame:  # fmt: skip
+    """Run ``policy`` once on every sample of ``split``; one row per sample (+ ``difficulty`` if the task has it).
+
+    ``task`` is a task name, a ``Task``, a ``Rollouts`` or a saved rollouts folder; ``split`` defaults to
+    "test" (or the table's own split). ``env_kwargs``: ``checkpoint``, ``max_steps``, ``reward``,
+    ``observation``, as the env takes them; ``step_cost`` defaults to the env's 0.01.
+    """
+    rollouts, reward, observation = _table(task, split, env_kwargs)
+    cost = _settings(step_cost, reward, observation)
+    steps = halting_steps(policy, rollouts, cost, reward, observation)
+    return pd.DataFrame(_episode_columns(rollouts, steps[None], cost, reward))
+
+
+def evaluate_policies(
+    policies: Sequence[HaltingPolicy],
+    task: Source,
+    split: str | None = None,
+    progress: bool = False,
+    step_cost: float | None = None,
+    **env_kwargs: Any,
+) -> pd.DataFrame:
+    """``evaluate`` each policy on one table (built once); episodes stacked with ``task, policy, param, seed``."""
+    rollouts, reward, observation = _table(task, split, env_kwargs)
+    cost = _settings(step_cost, reward, observation)
+    rows = _StepMajor(rollouts, observation)
+    desc = f"evaluate on {rollouts.task_name}/{rollouts.split}"
+    bar = tqdm(policies, desc=desc, unit="policy", disable=not progress)
+    steps = np.array([_first_halts(policy, rollouts, rows, cost, reward) for policy in bar], dtype=np.int64)
+    n, count = rollouts.num_samples, len(policies)
+    names = [p.name for p in policies]
+    families = list(dict.fromkeys(names))
+    front = {
+        "task": pd.Categorical.from_codes(np.zeros(n * count, dtype=np.int8), [rollouts.task_name]),
+        "policy": pd.Categorical.from_codes(np.repeat([families.index(p) for p in names], n), families),
+        "param": np.repeat(np.array([p.param for p in policies], dtype=float), n),
+        "seed": np.repeat(np.array([p.seed for p in policies], dtype=np.int64), n),
+    }
+    return pd.DataFrame({**front, **_episode_columns(rollouts, steps.reshape(count, n), cost, reward)})
+
+
+def evaluate_by_stepping(policy: HaltingPolicy, task: str | Task = "sp500", split: str = "test",
+                         **env_kwargs: Any) -> pd.DataFrame:  # fmt: skip
+    """The reference path: step a ``HaltingVectorEnv`` with one sub-env per sample until every episode ends."""
+    n = len(as_rollouts(task, env_kwargs.get("checkpoint"), split, env_kwargs.get("max_steps")).index)
     env = HaltingVectorEnv(num_envs=n, task=task, split=split, **env_kwargs)
-    obs, _ = env.reset(options={"index": np.arange(n)})
-    policy.bind(env)
+    obs, info = env.reset(options={"index": np.arange(n)})
+    policy.bind(env.rollouts, env.step_cost, env.reward_mode)
     done = np.zeros(n, dtype=bool)
     episode_return = np.zeros(n)
     final: dict[str, np.ndarray] = {}
     for _ in range(env.max_steps):
-        actions = np.where(done, 1, policy.act(obs))
+        actions = np.where(done, 1, policy.act(obs, info))
         obs, rewards, terminated, _, info = env.step(actions)
         episode_return += np.where(done, 0.0, rewards)
         newly = terminated & ~done
@@ -100,152 +156,3 @@ def evaluate(policy: HaltingPolicy, task: str | Task = "sp500", split: str = "te
     frame["episode_return"] = episode_return
     extra = ["difficulty"] if "difficulty" in frame else []
     return frame[[*EPISODE_COLUMNS, *extra]]
-
-
-def evaluate_policies(policies: Sequence[HaltingPolicy], task: str, split: str = "test", progress: bool = False,
-                      **env_kwargs: Any) -> pd.DataFrame:  # fmt: skip
-    """``evaluate`` each policy; episodes stacked with ``task, policy, param, seed`` in front."""
-    frames = []
-    for policy in tqdm(policies, desc=f"evaluate on {task}/{split}", unit="policy", disable=not progress):
-        frame = evaluate(policy, task=task, split=split, **env_kwargs)
-        frame.insert(0, "seed", policy.seed)
-        frame.insert(0, "param", policy.param)
-        frame.insert(0, "policy", policy.name)
-        frame.insert(0, "task", task)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _mean_ci(values: np.ndarray, confidence_level: float, n_resamples: int, seed: int) -> tuple[float, float]:
-    if np.ptp(values) == 0:
-        return float(values[0]), float(values[0])
-    result = stats.bootstrap((values,), np.mean, confidence_level=confidence_level, n_resamples=n_resamples,
-                             method="percentile", vectorized=True, rng=np.random.default_rng(seed))  # fmt: skip
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def curve_from_episodes(episodes: pd.DataFrame, confidence_level: float = 0.95, n_resamples: int = 2000
-                        ) -> pd.DataFrame:  # fmt: skip
-    """One row per (task, policy, param): episodes of all seeds pooled (``seed`` lists them), with CIs.
-
-    The bootstrap resamples the pooled (sample, seed) episodes, so RL rows carry seed-to-seed spread too.
-    """
-    rows = []
-    for (task, policy, param), group in episodes.groupby(["task", "policy", "param"], sort=False, dropna=False):
-        correct = group["correct"].to_numpy(dtype=float)
-        pwce = group["profit_weighted_ce"].to_numpy(dtype=float)
-        acc_lo, acc_hi = _mean_ci(correct, confidence_level, n_resamples, seed=0)
-        ce_lo, ce_hi = _mean_ci(pwce, confidence_level, n_resamples, seed=1)
-        rows.append({
-            "task": task, "policy": policy, "param": param,
-            "seed": ",".join(str(s) for s in sorted(group["seed"].unique())),
-            "mean_steps": group["halt_step"].mean(), "accuracy": correct.mean(),
-            "accuracy_lo": acc_lo, "accuracy_hi": acc_hi, "mean_pnl": group["pnl"].mean(),
-            "profit_weighted_ce": pwce.mean(), "profit_weighted_ce_lo": ce_lo, "profit_weighted_ce_hi": ce_hi,
-            "mean_return": group["episode_return"].mean(), "n": len(group),
-        })  # fmt: skip
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
-
-
-def halting_curve(
-    family: str,
-    task: str = "sp500",
-    params: Sequence[float] | None = None,
-    seeds: Sequence[int] = (0,),
-    split: str = "test",
-    policies: Sequence[HaltingPolicy] | None = None,
-    **env_kwargs: Any,
-) -> pd.DataFrame:
-    """Sweep a family's knob (or evaluate the given ``policies``, e.g. RL agents over step costs).
-
-    Rule families: ``halt_head`` and ``confidence`` (threshold), ``fixed_depth`` (k), ``random`` (p, one
-    run per seed), ``oracle``. For RL pass the trained ``policies``; their ``param`` is the training step cost.
-    """
-    if policies is None:
-        if family not in DEFAULT_PARAMS:
-            raise ValueError(f"unknown family {family!r}; valid: {sorted(DEFAULT_PARAMS)} (RL: pass policies=...)")
-        params = DEFAULT_PARAMS[family] if params is None else params
-        if len(params) == 0:
-            raise ValueError("params must not be empty")
-        policies = [_seeded(make_policy(family, p), s) for p in params for s in (seeds if family == "random" else (0,))]
-    return curve_from_episodes(evaluate_policies(policies, task, split, **env_kwargs))
-
-
-def _seeded(policy: HaltingPolicy, seed: int) -> HaltingPolicy:
-    if policy.name == "random":
-        return type(policy)(policy.param, seed=seed)
-    return policy
-
-
-def paired_difference(episodes: pd.DataFrame, first: tuple[str, float], second: tuple[str, float],
-                      column: str = "episode_return", n_resamples: int = 2000) -> tuple[float, float, float]:
-    """Mean of ``first - second`` over the same samples (seeds averaged per sample), with a paired 95% CI.
-
-    ``first``/``second`` are ``(policy, param)`` points of one task's episodes.
-    """
-    def per_sample(policy: str, param: float) -> pd.Series:
-        rows = episodes[(episodes["policy"] == policy) & np.isclose(episodes["param"], param, equal_nan=True)]
-        return rows.groupby("index")[column].mean()
-
-    a, b = per_sample(*first), per_sample(*second)
-    a, b = a.align(b, join="inner")
-    if len(a) == 0:
-        raise ValueError(f"no common samples between {first} and {second}")
-    result = stats.bootstrap((a.to_numpy(), b.to_numpy()), lambda x, y, axis=-1: (x - y).mean(axis=axis),
-                             paired=True, vectorized=True, n_resamples=n_resamples, method="percentile",
-                             rng=np.random.default_rng(0))  # fmt: skip
-    ci = result.confidence_interval
-    return float((a - b).mean()), float(ci.low), float(ci.high)
-
-
-def _area(group: pd.DataFrame, anchors: pd.DataFrame) -> float:
-    """Mean accuracy over mean steps in [1, K], the curve anchored at both ends.
-
-    Every family reaches the two ends with its extreme knob (halt at step 1 / never halt), where its
-    accuracy is fixed depth 1's and fixed depth K's; ``anchors`` holds those two rows (NaN without them).
-    """
-    if len(anchors) < 2:
-        return float("nan")
-    points = pd.concat([anchors, group]).sort_values("mean_steps", kind="stable")
-    points = points.groupby("mean_steps", as_index=False)["accuracy"].mean()
-    low, high = anchors["mean_steps"].min(), anchors["mean_steps"].max()
-    grid = np.linspace(low, high, 301)
-    return float(np.interp(grid, points["mean_steps"], points["accuracy"]).mean())
-
-
-def summarize(curves: pd.DataFrame, max_steps: int = 16) -> pd.DataFrame:
-    """Per (task, policy): AUC of accuracy vs mean steps, best mean return, share of the oracle's gain.
-
-    ``auc_accuracy`` is the mean accuracy over [1, K] with every curve anchored at fixed depth 1 and K.
-    ``oracle_gain_share`` = (best return of the family - best fixed depth) / (oracle - best fixed depth);
-    ``vs_halt_head`` (RL rows only) compares each RL point's accuracy with the halt-head curve's 95% band
-    interpolated at the same mean steps: "above", "below" or "within".
-    """
-    out = []
-    for task, frame in curves.groupby("task", sort=False):
-        fixed = frame.loc[frame["policy"] == "fixed_depth", "mean_return"].max()
-        oracle = frame.loc[frame["policy"] == "oracle", "mean_return"].max()
-        head = frame[frame["policy"] == "halt_head"].sort_values("mean_steps")
-        depth = frame[frame["policy"] == "fixed_depth"]
-        anchors = depth[depth["param"].isin([1, max_steps])]
-        for policy, group in frame.groupby("policy", sort=False):
-            best = group.loc[group["mean_return"].idxmax()]
-            row = {"task": task, "policy": policy, "auc_accuracy": _area(group, anchors),
-                   "best_param": best["param"], "best_mean_return": best["mean_return"],
-                   "best_accuracy": best["accuracy"], "best_mean_steps": best["mean_steps"],
-                   "oracle_gain_share": (best["mean_return"] - fixed) / (oracle - fixed) if oracle > fixed else np.nan,
-                   "vs_halt_head": _versus(group, head) if policy.startswith("rl_") and len(head) else ""}  # fmt: skip
-            out.append(row)
-    return pd.DataFrame(out)
-
-
-def _versus(rl: pd.DataFrame, head: pd.DataFrame) -> str:
-    """Per RL point, "above"/"below"/"within" the halt head's CI band at matched mean steps."""
-    verdicts = []
-    for _, point in rl.sort_values("param").iterrows():
-        steps = point["mean_steps"]
-        lo = np.interp(steps, head["mean_steps"], head["accuracy_lo"])
-        hi = np.interp(steps, head["mean_steps"], head["accuracy_hi"])
-        verdict = "above" if point["accuracy"] > hi else "below" if point["accuracy"] < lo else "within"
-        verdicts.append(f"{point['param']:g}:{verdict}")
-    return " ".join(verdicts)

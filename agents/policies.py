@@ -1,21 +1,24 @@
-"""Halting policies: one protocol, ``policy.act(observations) -> actions`` on a batch.
+"""Halting policies: one protocol, ``policy.act(observations, info) -> actions`` on a batch.
 
-Observations are the env's "summary" (or "latent") rows, shape (B, D); actions are int64 (B,) with
-0 = continue, 1 = halt. Every policy carries ``name`` (its family, the ``policy`` column of every
-table) and ``param`` (the family's knob). ``bind(env)`` hands a policy the vector env it is about to
-run on; only the rules that need more than the observation (fixed depth, oracle) use it.
+Observations are rows of a ``Rollouts`` table's "summary" (or "latent") observation, shape (B, D);
+actions are int64 (B,) with 0 = continue, 1 = halt. ``info`` is the env's info for the same rows (at
+least ``index``, the sample position, and ``step``); only privileged rules (the oracle) read it.
+Every policy carries ``name`` (its family, the ``policy`` column of every table) and ``param`` (the
+family's knob). ``bind(rollouts, step_cost, reward)`` hands a policy the table it is about to act on:
+the column layout and class count come from there, never from constants.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from trm_env.checks import check_int
-from trm_env.env import SUMMARY_STATS, HaltingVectorEnv
+from trm_env.core import DEFAULT_STEP_COST
+from trm_env.rollouts import Rollouts
 
 __all__ = [
     "POLICY_NAMES",
@@ -24,15 +27,11 @@ __all__ = [
     "HaltHeadPolicy",
     "HaltingPolicy",
     "OraclePolicy",
-    "RLHaltingPolicy",
     "RandomPolicy",
     "make_policy",
 ]
 
-NUM_CLASSES = 8  # the summary observation: C class probabilities, then SUMMARY_STATS
-MAX_PROB, HALT_PROB, STEP_FRACTION = (
-    NUM_CLASSES + SUMMARY_STATS.index(name) for name in ("max_prob", "halt_prob", "step_fraction")
-)
+Info = Mapping[str, np.ndarray] | None
 
 
 class HaltingPolicy:
@@ -42,10 +41,11 @@ class HaltingPolicy:
     param: float = float("nan")
     seed: int = 0
 
-    def bind(self, env: HaltingVectorEnv) -> None:
-        """Called with the env before a batch of episodes; the default needs nothing from it."""
+    def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
+             ) -> None:  # fmt: skip
+        """Called with the table (and the evaluation's step cost and reward) before a batch of episodes."""
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -53,8 +53,8 @@ class HaltingPolicy:
 
 
 def _probability(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -62,57 +62,71 @@ def _halt_where(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.int64)
 
 
-class _ThresholdPolicy(HaltingPolicy):
-    """Halt when observation column ``column`` exceeds ``threshold`` (strictly)."""
+class ColumnPolicy(HaltingPolicy):
+    """A rule on one named observation column, located through the bound table's layout."""
 
-    column: int
+    column_name: str
+    _column: int | None = None
+
+    def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
+             ) -> None:  # fmt: skip
+        self._column = rollouts.layout[self.column_name].start
+
+    def column(self, observations: np.ndarray) -> np.ndarray:
+        if self._column is None:
+            raise RuntimeError(f"{type(self).__name__} needs bind(rollouts) first: the layout gives its column")
+        return observations[:, self._column]
+
+
+class ThresholdPolicy(ColumnPolicy):
+    """Halt when the observation column exceeds ``threshold`` (strictly)."""
 
     def __init__(self, threshold: float) -> None:
         self.param = _probability("threshold", threshold)
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        return _halt_where(observations[:, self.column] > self.param)
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
+        return _halt_where(self.column(observations) > self.param)
 
 
-class HaltHeadPolicy(_ThresholdPolicy):
+class HaltHeadPolicy(ThresholdPolicy):
     """Halt when the model's own halt head says p(halt) > ``threshold``: the supervised method."""
 
-    name, column = "halt_head", HALT_PROB
+    name, column_name = "halt_head", "halt_prob"
 
     def __init__(self, threshold: float = 0.5) -> None:
         super().__init__(threshold)
 
 
-class ConfidencePolicy(_ThresholdPolicy):
+class ConfidencePolicy(ThresholdPolicy):
     """Halt when the max class probability exceeds ``threshold`` (early exit, no learned head)."""
 
-    name, column = "confidence", MAX_PROB
+    name, column_name = "confidence", "max_prob"
 
     def __init__(self, threshold: float = 0.9) -> None:
         super().__init__(threshold)
 
 
-class FixedDepthPolicy(HaltingPolicy):
+class FixedDepthPolicy(ColumnPolicy):
     """Always think ``k`` steps (k >= max_steps runs every step, as TRM does at evaluation)."""
 
-    name = "fixed_depth"
+    name, column_name = "fixed_depth", "step_fraction"
 
     def __init__(self, k: int = 16) -> None:
         self.param = check_int("k", k)
-        self._max_steps: int | None = None
+        self._max_steps = 0
 
-    def bind(self, env: HaltingVectorEnv) -> None:
-        self._max_steps = env.max_steps
+    def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
+             ) -> None:  # fmt: skip
+        super().bind(rollouts)
+        self._max_steps = rollouts.max_steps
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        if self._max_steps is None:
-            raise RuntimeError("FixedDepthPolicy needs bind(env) first (it reads the step from the step fraction)")
-        step = np.rint(observations[:, STEP_FRACTION] * self._max_steps)
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
+        step = np.rint(self.column(observations) * self._max_steps)
         return _halt_where(step >= self.param)
 
 
 class RandomPolicy(HaltingPolicy):
-    """Halt with probability ``p`` at every step, from its own seeded Generator."""
+    """Halt with probability ``p`` at every step, from its own seeded Generator (restarted by ``bind``)."""
 
     name = "random"
 
@@ -121,76 +135,40 @@ class RandomPolicy(HaltingPolicy):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
-    def bind(self, env: HaltingVectorEnv) -> None:
+    def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
+             ) -> None:  # fmt: skip
         self._rng = np.random.default_rng(self.seed)
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
         return _halt_where(self._rng.random(len(observations)) < self.param)
 
 
 class OraclePolicy(HaltingPolicy):
-    """Halt at the step that maximises terminal reward minus step costs for each sample (uses the label).
+    """Halt at the step that maximises terminal reward minus step costs for each sample (reads the label).
 
-    The upper bound of every curve: no policy that sees only observations can earn a higher mean return
-    under the same reward mode and step cost.
+    It bounds the **mean return** of every policy under the same reward mode and step cost; accuracy,
+    pnl and the area under a curve are not bounded by it. It reads the table (``bind``) and the sample
+    position and step from ``info``.
     """
 
     name = "oracle"
 
     def __init__(self) -> None:
-        self._env: HaltingVectorEnv | None = None
         self._best: np.ndarray | None = None
 
-    def bind(self, env: HaltingVectorEnv) -> None:
-        self._env = env
-        self._best = best_halt_steps(env)
+    def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
+             ) -> None:  # fmt: skip
+        self._best = rollouts.best_steps(reward, step_cost)
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        if self._env is None or self._best is None:
-            raise RuntimeError("OraclePolicy needs bind(env) first: it reads the sample's label through the env")
-        return _halt_where(self._env.steps >= self._best[self._env.positions])
-
-
-def best_halt_steps(env: HaltingVectorEnv) -> np.ndarray:
-    """Per sample position, the step t (1..K) maximising ``terminal(t) - step_cost * (t - 1)`` (earliest on ties)."""
-    k = env.max_steps
-    terminal = env.core.rollouts.terminal[env.reward_mode].reshape(-1, k)
-    value = terminal - env.step_cost * np.arange(k)
-    return value.argmax(axis=1) + 1
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
+        if self._best is None:
+            raise RuntimeError("OraclePolicy needs bind(rollouts) first: it reads each sample's best step")
+        if info is None or "index" not in info or "step" not in info:
+            raise ValueError("OraclePolicy.act needs info with the rows' 'index' (sample position) and 'step'")
+        return _halt_where(np.asarray(info["step"]) >= self._best[np.asarray(info["index"])])
 
 
-class RLHaltingPolicy(HaltingPolicy):
-    """A trained stable-baselines3 agent acting deterministically on the observations."""
-
-    def __init__(self, model: Any, algo: str = "ppo", step_cost: float = float("nan"), seed: int = 0) -> None:
-        self.model, self.algo = model, algo
-        self.name, self.param, self.seed = f"rl_{algo}", float(step_cost), int(seed)
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        actions, _ = self.model.predict(observations, deterministic=True)
-        return np.asarray(actions, dtype=np.int64).reshape(len(observations))
-
-    @classmethod
-    def load(cls, path: str | Path) -> RLHaltingPolicy:
-        """Load ``<name>.zip`` saved by ``agents.train_rl_policy`` (with its ``<name>.json`` beside it)."""
-        from agents.rl import ALGOS
-
-        path = Path(path)
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise ValueError(f"RL policy {str(path)!r} needs both the SB3 zip and {meta_path.name} beside it")
-        meta = json.loads(meta_path.read_text())
-        algo = meta.get("algo")
-        if algo not in ALGOS:
-            raise ValueError(f"{meta_path}: unknown algo {algo!r}; valid: {sorted(ALGOS)}")
-        try:
-            model = ALGOS[algo].load(path, device="cpu")
-        except Exception as exc:
-            raise ValueError(f"RL policy {str(path)!r} is corrupt or unreadable: {exc}") from exc
-        return cls(model, algo=algo, step_cost=meta["step_cost"], seed=meta["seed"])
-
-
-_FAMILIES = {
+_FAMILIES: dict[str, type[HaltingPolicy]] = {
     "halt_head": HaltHeadPolicy,
     "confidence": ConfidencePolicy,
     "fixed_depth": FixedDepthPolicy,
@@ -200,11 +178,18 @@ _FAMILIES = {
 POLICY_NAMES = (*_FAMILIES, "rl_ppo", "rl_dqn")
 
 
-def make_policy(name: str, param: float | None = None) -> HaltingPolicy:
-    """A rule policy by family name and knob (RL policies come from ``train_rl_policy`` or ``load``)."""
+def make_policy(name: str, param: Any = None) -> HaltingPolicy:
+    """A rule policy by family name and knob (RL policies come from ``train_rl_policy`` or ``load``).
+
+    Fixed depth takes a whole number (``4`` or ``4.0``); anything else is a ``ValueError``.
+    """
     if name not in _FAMILIES:
         raise ValueError(f"unknown policy {name!r}; valid rule policies: {sorted(_FAMILIES)} (RL: rl_ppo, rl_dqn)")
     cls = _FAMILIES[name]
     if name == "oracle" or param is None:
         return cls()
-    return cls(int(param)) if name == "fixed_depth" else cls(param)
+    if name == "fixed_depth" and isinstance(param, float):
+        if not param.is_integer():
+            raise ValueError(f"k must be a whole number of steps, got {param!r}")
+        param = int(param)
+    return cls(param)

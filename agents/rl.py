@@ -1,28 +1,32 @@
-"""Train an RL halting policy with stable-baselines3 on the batched SB3 vec env.
+"""RL halting policies: train a stable-baselines3 agent on the batched SB3 vec env, save, load, act.
 
-The agent sees what every other policy sees (the env's observation) and is paid the same
-profit-weighted signal the halt head was trained on: ``-(1 - tanh(pnl / 0.05)) * CE`` at the halt,
-minus ``step_cost`` for every step it keeps thinking. Training runs on the **validation** split by
-default: the TRM was fit on the train split, so its train-split confidence is optimistic and a policy
-tuned there would halt too early on unseen days. Evaluation is on test.
+The agent sees what every other policy sees (the env's observation) and is paid the env's reward:
+by default ``-(1 - tanh(pnl / s)) * CE`` of the step it halts at (the per-sample profit-weighted loss
+that TRMLoss minimises for the answer) minus ``step_cost`` for every step it keeps thinking. That is
+not the halt head's signal: the halt head is trained with BCE toward "confident and correct".
+Training runs on the **validation** split by default: the TRM was fit on the train split, so its
+train-split confidence is optimistic and a policy tuned there would halt too early on unseen days.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.vec_env import VecMonitor
 
-from agents.policies import RLHaltingPolicy
+from agents.policies import HaltingPolicy, Info
 from trm_env.io import atomic_path, write_json_atomic
 from trm_env.model import torch_threads
 from trm_env.sb3 import make_sb3_vec_env
+from trm_env.task import Task
 
-__all__ = ["ALGOS", "train_rl_policy"]
+__all__ = ["ALGOS", "RLHaltingPolicy", "save_rl_policy", "train_rl_policy"]
 
 ALGOS = {"ppo": PPO, "dqn": DQN}
 
@@ -36,8 +40,37 @@ HYPERPARAMETERS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+class RLHaltingPolicy(HaltingPolicy):
+    """A trained stable-baselines3 agent acting deterministically on the observations."""
+
+    def __init__(self, model: Any, algo: str = "ppo", step_cost: float = float("nan"), seed: int = 0) -> None:
+        self.model, self.algo = model, algo
+        self.name, self.param, self.seed = f"rl_{algo}", float(step_cost), int(seed)
+
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
+        actions, _ = self.model.predict(observations, deterministic=True)
+        return np.asarray(actions, dtype=np.int64).reshape(len(observations))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RLHaltingPolicy:
+        """Load ``<name>.zip`` saved by ``train_rl_policy`` (with its ``<name>.json`` beside it)."""
+        path = Path(path)
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise ValueError(f"RL policy {str(path)!r} needs both the SB3 zip and {meta_path.name} beside it")
+        meta = json.loads(meta_path.read_text())
+        algo = meta.get("algo")
+        if algo not in ALGOS:
+            raise ValueError(f"{meta_path}: unknown algo {algo!r}; valid: {sorted(ALGOS)}")
+        try:
+            model = ALGOS[algo].load(path, device="cpu")
+        except Exception as exc:
+            raise ValueError(f"RL policy {str(path)!r} is corrupt or unreadable: {type(exc).__name__}: {exc}") from exc
+        return cls(model, algo=algo, step_cost=meta["step_cost"], seed=meta["seed"])
+
+
 def train_rl_policy(
-    task: str = "sp500",
+    task: str | Task = "sp500",
     algo: str = "ppo",
     step_cost: float = 0.01,
     total_timesteps: int = 30_000,
@@ -74,16 +107,31 @@ def train_rl_policy(
     seconds = round(time.perf_counter() - start, 2)
     policy = RLHaltingPolicy(model, algo=algo, step_cost=step_cost, seed=seed)
     if out is not None:
-        save_rl_policy(policy, out, task=task, split=split, total_timesteps=total_timesteps, n_envs=n_envs,
-                       train_seconds=seconds, env_kwargs=env_kwargs)  # fmt: skip
+        task_name = task.name if isinstance(task, Task) else task
+        save_rl_policy(policy, out, task=task_name, split=split, total_timesteps=total_timesteps, n_envs=n_envs,
+                       train_seconds=seconds, env_kwargs={k: _describe(v) for k, v in env_kwargs.items()})  # fmt: skip
     return policy
 
 
+def _describe(value: Any) -> Any:
+    """A JSON-friendly account of an env kwarg: plain values and paths as they are, objects by type."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value) if isinstance(value, os.PathLike) else type(value).__name__
+
+
 def save_rl_policy(policy: RLHaltingPolicy, out: str | Path, **meta: Any) -> Path:
-    """Save the SB3 zip and a JSON sidecar atomically (zip first; the sidecar marks the stage finished)."""
+    """Save the SB3 zip and a JSON sidecar atomically (zip first; the sidecar marks the stage finished).
+
+    ``meta`` must be JSON-serialisable (names and numbers, not objects): a ``TypeError`` says which is not.
+    """
     out = Path(out).with_suffix(".zip")
+    info = {"algo": policy.algo, "step_cost": policy.param, "seed": policy.seed, **meta}
+    try:
+        json.dumps(info)
+    except TypeError as exc:
+        raise TypeError(f"save_rl_policy meta must be JSON-serialisable: {exc}") from exc
     with atomic_path(out) as tmp:
         policy.model.save(tmp)
-    info = {"algo": policy.algo, "step_cost": policy.param, "seed": policy.seed, **meta}
-    write_json_atomic(out.with_suffix(".json"), json.loads(json.dumps(info, default=str)))
+    write_json_atomic(out.with_suffix(".json"), info)
     return out

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from agents import RLHaltingPolicy, curve_from_episodes, evaluate_policies, summarize
-from agents.evaluation import rule_policies
-from trm_env.env import DEFAULT_STEP_COST
+from agents.curves import rule_policies
+from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import atomic_path
 from trm_env.tasks import TASK_NAMES
 

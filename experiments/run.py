@@ -18,6 +18,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from agents.evaluation import (
+from agents.curves import (
+    DEFAULT_PARAMS,
     curve_from_episodes,
     default_points,
-    evaluate_policies,
     paired_difference,
     rule_policies,
     summarize,
 )
+from agents.evaluation import evaluate_policies
 from agents.plots import plot_curves, plot_difficulty, plot_halting_steps
-from agents.policies import RLHaltingPolicy
-from agents.rl import train_rl_policy
-from trm_env.env import CHECKPOINT_DIR, DEFAULT_STEP_COST
+from agents.rl import HYPERPARAMETERS, RLHaltingPolicy, train_rl_policy
+from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import atomic_path, write_json_atomic
+from trm_env.rollouts import CHECKPOINT_DIR
 from trm_env.training import TrainConfig, train
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -71,8 +73,6 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
     if not config["tasks"] or missing:
         what = "a training config in experiments/configs" if config["retrain"] else "a shipped checkpoint"
         raise ValueError(f"tasks must be a non-empty list of tasks with {what}; {missing or 'none'} lack one")
-    if not config["retrain"]:  # a changed shipped checkpoint makes finished stages stale: record its content
-        config["checkpoint_sha256"] = {t: _sha256(CHECKPOINT_DIR / t / "model.pt") for t in config["tasks"]}
     costs = config["step_costs"]
     if not costs or any(not (isinstance(c, int | float) and c >= 0) for c in costs):
         raise ValueError(f"step_costs must be a non-empty list of numbers >= 0, got {costs!r}")
@@ -81,12 +81,17 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
     return config
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Run:
-    """A run directory: stage bookkeeping, atomic artifacts, and the log of what ran."""
+    """A run directory: stage bookkeeping, atomic artifacts, and the log of what ran.
+
+    Every stage records the key it was made under (the config entries it depends on and the digests
+    of its inputs) in ``<artifact>.key.json``, written after the artifact; a stage is redone when its
+    key changed or the key file is missing. ``config.json`` is written last, when every stage is done.
+    """
 
     def __init__(self, out: Path, config: dict[str, Any], force: bool) -> None:
         self.out, self.config, self.force = out, config, force
@@ -96,47 +101,72 @@ class Run:
             previous = json.loads(recorded.read_text())
             if previous != json.loads(json.dumps(config)):
                 raise ValueError(f"{out} holds a run with a different config; use another --out or pass --force")
-        write_json_atomic(recorded, config)
 
-    def done(self, artifact: Path) -> bool:
-        return artifact.is_file() and not self.force
+    @staticmethod
+    def _key_file(artifact: Path) -> Path:
+        return artifact.with_name(f"{artifact.name}.key.json")
+
+    def fresh(self, artifact: Path, key: dict[str, Any]) -> bool:
+        """Whether ``artifact`` exists and was made under ``key`` (never with ``--force``)."""
+        key_file = self._key_file(artifact)
+        if self.force or not artifact.exists() or not key_file.is_file():
+            return False
+        return json.loads(key_file.read_text()) == json.loads(json.dumps(key))
+
+    def record(self, artifact: Path, key: dict[str, Any], name: str) -> None:
+        write_json_atomic(self._key_file(artifact), key)
+        self.ran.append(name)
+
+    def finish(self) -> None:
+        write_json_atomic(self.out / "config.json", self.config)
 
     def checkpoint(self, task: str) -> Path:
-        """Stage 1: the TRM for ``task``."""
+        """Stage 1: the TRM for ``task`` (its folder); the shipped one unless ``retrain``."""
         if not self.config["retrain"]:
             return CHECKPOINT_DIR / task
         folder = self.out / "trm" / task
-        if not self.done(folder / "metrics.json"):
-            train(TrainConfig.from_json(CONFIG_DIR / f"{task}.json"), out_dir=folder)
-            self.ran.append(f"trm/{task}")
+        train_config = TrainConfig.from_json(CONFIG_DIR / f"{task}.json")
+        key = {"stage": "trm", "train": asdict(train_config)}
+        if not self.fresh(folder / "metrics.json", key):
+            train(train_config, out_dir=folder)
+            self.record(folder / "metrics.json", key, f"trm/{task}")
         return folder
 
     def rl_policies(self, task: str, checkpoint: Path) -> list[RLHaltingPolicy]:
-        """Stage 2: one RL policy per step cost and seed."""
+        """Stage 2: one RL policy per step cost and seed, keyed on the TRM's content and the RL settings."""
         c = self.config
         policies = []
         for cost in c["step_costs"]:
             for seed in c["seeds"]:
                 path = self.out / "rl" / task / f"{c['algo']}_cost{cost:g}_seed{seed}.zip"
-                if not self.done(path.with_suffix(".json")):
+                key = {"stage": "rl", "task": task, "algo": c["algo"], "step_cost": cost, "seed": seed,
+                       "total_timesteps": c["total_timesteps"], "n_envs": c["n_envs"], "split": c["rl_split"],
+                       "hyperparameters": HYPERPARAMETERS[c["algo"]],
+                       "checkpoint": sha256_file(checkpoint / "model.pt")}  # fmt: skip
+                if not self.fresh(path, key):
                     train_rl_policy(task=task, algo=c["algo"], step_cost=cost, total_timesteps=c["total_timesteps"],
                                     seed=seed, n_envs=c["n_envs"], split=c["rl_split"], out=path,
                                     checkpoint=str(checkpoint), tensorboard_log=self.out / "tensorboard")  # fmt: skip
-                    self.ran.append(f"rl/{task}/{path.stem}")
+                    self.record(path, key, f"rl/{task}/{path.stem}")
                 policies.append(RLHaltingPolicy.load(path))
         return policies
 
-    def episodes(self, task: str, checkpoint: Path, rl: list[RLHaltingPolicy]) -> pd.DataFrame:
+    def episodes(self, task: str, checkpoint: Path, rl: list[RLHaltingPolicy], rl_paths: list[Path]) -> pd.DataFrame:
         """Stage 3: every policy point on every sample of the evaluation split."""
         path = self.out / "episodes" / f"{task}.csv"
-        if self.done(path) and not any(r.startswith(("trm/", "rl/")) for r in self.ran):
+        c = self.config
+        key = {"stage": "episodes", "split": c["eval_split"], "step_cost": c["eval_step_cost"],
+               "random_seeds": c["random_seeds"], "rules": DEFAULT_PARAMS,
+               "checkpoint": sha256_file(checkpoint / "model.pt"),
+               "rl": [sha256_file(p) for p in rl_paths]}  # fmt: skip
+        if self.fresh(path, key):
             return pd.read_csv(path)
-        rules = rule_policies(self.config["random_seeds"])
-        frame = evaluate_policies([*rules, *rl], task, self.config["eval_split"], progress=True,
-                                  checkpoint=str(checkpoint), step_cost=self.config["eval_step_cost"])  # fmt: skip
+        rules = rule_policies(c["random_seeds"])
+        frame = evaluate_policies([*rules, *rl], task, c["eval_split"], progress=True, checkpoint=str(checkpoint),
+                                  step_cost=c["eval_step_cost"])  # fmt: skip
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False)
-        self.ran.append(f"episodes/{task}")
+        self.record(path, key, f"episodes/{task}")
         return frame
 
 
@@ -249,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     for task in config["tasks"]:
         checkpoint = run.checkpoint(task)
         policies = run.rl_policies(task, checkpoint)
-        rl_seconds += [json.loads(p.with_suffix(".json").read_text()).get("train_seconds", np.nan)
-                       for p in sorted((run.out / "rl" / task).glob("*.zip"))]  # fmt: skip
-        frames.append(run.episodes(task, checkpoint, policies))
+        paths = [run.out / "rl" / task / f"{config['algo']}_cost{cost:g}_seed{seed}.zip"
+                 for cost in config["step_costs"] for seed in config["seeds"]]  # fmt: skip
+        rl_seconds += [json.loads(p.with_suffix(".json").read_text()).get("train_seconds", np.nan) for p in paths]
+        frames.append(run.episodes(task, checkpoint, policies, paths))
     episodes = pd.concat(frames, ignore_index=True)
     curves = curve_from_episodes(episodes)
     max_steps = int(episodes["halt_step"].max())
@@ -261,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(run.out / name) as tmp:
             frame.to_csv(tmp, index=False)
     write_report(run, curves, episodes, summary, lines, max_steps)
+    run.finish()
     print(f"\nrun directory: {run.out}  (stages run now: {len(run.ran)}; {time.perf_counter() - start:.1f} s)")
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

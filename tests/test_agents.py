@@ -18,19 +18,27 @@ from agents import (
     OraclePolicy,
     RandomPolicy,
     RLHaltingPolicy,
+    curve_from_episodes,
     evaluate,
+    evaluate_by_stepping,
     evaluate_policies,
     halting_curve,
     make_policy,
     summarize,
     train_rl_policy,
 )
-from agents.evaluation import CURVE_COLUMNS, EPISODE_COLUMNS, rule_policies
-from trm_env.env import DEFAULT_STEP_COST, HaltingVectorEnv
+from agents.curves import CURVE_COLUMNS, default_points, paired_difference, rule_policies, versus_band
+from agents.curves import _area as area
+from agents.evaluation import EPISODE_COLUMNS
+from agents.rl import save_rl_policy
+from trm_env.core import DEFAULT_STEP_COST
+from trm_env.model import TinyRecursiveModel
+from trm_env.rollouts import simulate
+from trm_env.task import Task
 from trm_env.tasks import load_task
 
 TASKS = ("regime-chain", "sp500")
-DIM = 13  # summary layout: probs 0..7, max prob 8, entropy 9, halt prob 10, step fraction 11, movement 12
+DIM = 13  # summary layout of 8 classes: probs 0..7, max prob 8, entropy 9, halt prob 10, step fraction 11, movement 12
 MAX_PROB, HALT_PROB, STEP_FRACTION = 8, 10, 11
 
 
@@ -41,12 +49,9 @@ def _obs(column: int, values: list[float] | np.ndarray) -> np.ndarray:
     return obs
 
 
-def _tables(task: str, step_cost: float = DEFAULT_STEP_COST) -> tuple[HaltingVectorEnv, np.ndarray, np.ndarray]:
-    """An env over the test split, its (N, K) terminal rewards and its (N, K) info table."""
-    env = HaltingVectorEnv(num_envs=1, task=task, step_cost=step_cost)
-    k = env.max_steps
-    terminal = env.core.rollouts.terminal[env.core.reward_mode].reshape(-1, k)
-    return env, terminal, env.core.rollouts.info.reshape(-1, k)
+def _bound(policy: agents.HaltingPolicy, task: str = "regime-chain") -> agents.HaltingPolicy:
+    policy.bind(simulate(task))
+    return policy
 
 
 def _hand_oracle_steps(terminal: np.ndarray, cost: float) -> np.ndarray:
@@ -63,14 +68,40 @@ def _hand_oracle_steps(terminal: np.ndarray, cost: float) -> np.ndarray:
 
 @pytest.mark.parametrize(("policy_cls", "column"), [(HaltHeadPolicy, HALT_PROB), (ConfidencePolicy, MAX_PROB)])
 def test_threshold_rules_halt_strictly_above(policy_cls: type, column: int) -> None:
-    policy = policy_cls(0.5)
+    policy = _bound(policy_cls(0.5))
     actions = policy.act(_obs(column, [0.0, 0.3, 0.49, 0.5, 0.5001, 0.9, 1.0]))
     assert actions.dtype == np.int64
     assert actions.tolist() == [0, 0, 0, 0, 1, 1, 1]
     other = HALT_PROB if column == MAX_PROB else MAX_PROB
     assert policy.act(_obs(other, [1.0, 1.0])).tolist() == [0, 0]  # reads only its own column
-    assert policy_cls(1.0).act(_obs(column, [1.0])).tolist() == [0]
-    assert policy_cls(0.0).act(_obs(column, [0.0, 1e-6])).tolist() == [0, 1]
+    assert _bound(policy_cls(1.0)).act(_obs(column, [1.0])).tolist() == [0]
+    assert _bound(policy_cls(0.0)).act(_obs(column, [0.0, 1e-6])).tolist() == [0, 1]
+    with pytest.raises(RuntimeError, match="bind"):
+        policy_cls(0.5).act(_obs(column, [1.0]))
+
+
+def test_policies_read_their_column_from_the_table(ten_class: tuple[Task, TinyRecursiveModel]) -> None:
+    """Defect 3: on a 10-class table the halt probability sits in column 12, not 10."""
+    task, model = ten_class
+    table = simulate(task, model, split="test")
+    head = HaltHeadPolicy(0.5)
+    head.bind(table)
+    obs = np.zeros((2, 15), dtype=np.float32)
+    obs[0, 10] = 1.0  # where an 8-class layout would put the halt probability: here a class probability
+    obs[1, 12] = 1.0
+    assert head.act(obs).tolist() == [0, 1]
+
+
+def test_every_family_runs_on_ten_classes(ten_class: tuple[Task, TinyRecursiveModel]) -> None:
+    task, model = ten_class
+    table = simulate(task, model, split="test")
+    rl = train_rl_policy(task=task, checkpoint=model, total_timesteps=256, n_envs=4, split="val", progress=False)
+    episodes = evaluate_policies([*rule_policies(max_steps=6), rl], table)
+    assert set(episodes["policy"]) == {"halt_head", "confidence", "fixed_depth", "random", "oracle", "rl_ppo"}
+    assert episodes["halt_step"].between(1, 6).all() and episodes["prediction"].between(0, 9).all()
+    head = evaluate(HaltHeadPolicy(0.01), table)
+    fires = table.halt_prob > 0.01
+    np.testing.assert_array_equal(head["halt_step"], np.where(fires[:, :-1].any(1), fires.argmax(1) + 1, 6))
 
 
 def test_policy_names_and_params() -> None:
@@ -85,14 +116,14 @@ def test_policy_names_and_params() -> None:
 
 @pytest.mark.parametrize("k", [1, 3, 8, 16, 40])
 def test_fixed_depth_halts_from_step_k(k: int) -> None:
-    env = HaltingVectorEnv(num_envs=1, task="regime-chain")
-    big_k = env.max_steps
+    table = simulate("regime-chain")
+    big_k = table.max_steps
     policy = FixedDepthPolicy(k)
-    policy.bind(env)
+    policy.bind(table)
     steps = np.arange(1, big_k + 1)
     crafted = policy.act(_obs(STEP_FRACTION, steps.astype(np.float32) / big_k))
     assert crafted.tolist() == (steps >= k).astype(int).tolist()
-    real = policy.act(env.core.observations[:big_k])  # sample 0's rows, steps 1..K
+    real = policy.act(table.observations["summary"][0])  # sample 0's rows, steps 1..K
     assert real.tolist() == crafted.tolist()
 
 
@@ -108,8 +139,7 @@ def test_random_policy_seeded_and_rate() -> None:
     assert np.array_equal(first, b.act(obs))
     assert not np.array_equal(first, RandomPolicy(0.3, seed=6).act(obs))
     assert abs(first.mean() - 0.3) < 0.02
-    env = HaltingVectorEnv(num_envs=1, task="regime-chain")
-    a.bind(env)  # bind restarts the seeded stream: every evaluation sees the same draws
+    a.bind(simulate("regime-chain"))  # bind restarts the seeded stream: every evaluation sees the same draws
     assert np.array_equal(a.act(obs), first)
     assert RandomPolicy(0.0).act(obs).sum() == 0
     assert RandomPolicy(1.0).act(obs).sum() == len(obs)
@@ -118,7 +148,7 @@ def test_random_policy_seeded_and_rate() -> None:
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("cost", [DEFAULT_STEP_COST, 0.0, 0.05])
 def test_oracle_halts_at_best_step(task: str, cost: float) -> None:
-    _, terminal, _ = _tables(task, cost)
+    terminal = simulate(task).halt_reward["profit_weighted_ce"]
     best = _hand_oracle_steps(terminal, cost)
     frame = evaluate(OraclePolicy(), task=task, step_cost=cost)
     assert np.array_equal(frame["halt_step"].to_numpy(), best)
@@ -127,19 +157,27 @@ def test_oracle_halts_at_best_step(task: str, cost: float) -> None:
     np.testing.assert_allclose(frame["episode_return"].to_numpy(), expected, rtol=0, atol=1e-9)
 
 
-def test_oracle_acts_on_env_state_and_needs_bind() -> None:
+@pytest.mark.parametrize("reward", ["pnl", "correct"])
+def test_oracle_follows_the_reward_mode(reward: str) -> None:
+    table = simulate("regime-chain")
+    frame = evaluate(OraclePolicy(), table, reward=reward)
+    best = _hand_oracle_steps(table.halt_reward[reward], DEFAULT_STEP_COST)
+    assert np.array_equal(frame["halt_step"].to_numpy(), best)
+    assert not np.array_equal(best, _hand_oracle_steps(table.halt_reward["profit_weighted_ce"], DEFAULT_STEP_COST))
+
+
+def test_oracle_reads_the_table_and_the_info() -> None:
     with pytest.raises(RuntimeError, match="bind"):
-        OraclePolicy().act(_obs(STEP_FRACTION, [0.5]))
-    env, terminal, _ = _tables("regime-chain")
-    best = _hand_oracle_steps(terminal[:8], env.step_cost)
-    vec = HaltingVectorEnv(num_envs=8, task="regime-chain")
-    obs, _ = vec.reset(options={"index": np.arange(8)})
+        OraclePolicy().act(_obs(STEP_FRACTION, [0.5]), {"index": np.array([0]), "step": np.array([1])})
+    table = simulate("regime-chain")
+    best = _hand_oracle_steps(table.halt_reward["profit_weighted_ce"][:8], DEFAULT_STEP_COST)
     policy = OraclePolicy()
-    policy.bind(vec)
-    for t in range(1, vec.max_steps + 1):  # hold every episode open: step 1, 2, ... with action 0
-        assert policy.act(obs).tolist() == (best <= t).astype(int).tolist()
-        if t < vec.max_steps:
-            obs, *_ = vec.step(np.zeros(8, dtype=np.int64))
+    policy.bind(table)
+    with pytest.raises(ValueError, match="info"):
+        policy.act(_obs(STEP_FRACTION, [0.5]))
+    for t in range(1, table.max_steps + 1):
+        info = {"index": np.arange(8), "step": np.full(8, t)}
+        assert policy.act(table.observations["summary"][:8, t - 1], info).tolist() == (best <= t).astype(int).tolist()
 
 
 def test_make_policy() -> None:
@@ -168,6 +206,8 @@ def test_make_policy() -> None:
         lambda: FixedDepthPolicy(2.5),
         lambda: FixedDepthPolicy(True),
         lambda: make_policy("halt_head", 3.0),
+        lambda: make_policy("fixed_depth", 4.7),  # defect 4: no silent truncation to k=4
+        lambda: make_policy("fixed_depth", float("nan")),
     ],
 )
 def test_bad_knobs_raise(build) -> None:
@@ -194,34 +234,49 @@ def test_evaluate_visits_every_sample_once(task: str) -> None:
 
 @pytest.mark.parametrize("task", TASKS)
 def test_halt_head_matches_first_crossing(task: str) -> None:
-    env, _, _ = _tables(task)
-    k = env.max_steps
-    halt = env.core.observations[:, HALT_PROB].reshape(-1, k) > 0.5
-    expected = np.where(halt.any(axis=1), halt.argmax(axis=1) + 1, k)
+    table = simulate(task)
+    k = table.max_steps
+    halt = table.observations["summary"][..., HALT_PROB] > 0.5
+    expected = np.where(halt[:, :-1].any(axis=1), halt.argmax(axis=1) + 1, k)
     assert np.array_equal(evaluate(HaltHeadPolicy(0.5), task=task)["halt_step"].to_numpy(), expected)
 
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("k", [1, 5, 16])
 def test_fixed_depth_episodes_hand_checked(task: str, k: int) -> None:
-    env, terminal, info = _tables(task)
+    table = simulate(task)
     frame = evaluate(FixedDepthPolicy(k), task=task)
     assert (frame["halt_step"] == k).all()
-    expected = -env.step_cost * (k - 1) + terminal[:, k - 1]
+    expected = -DEFAULT_STEP_COST * (k - 1) + table.halt_reward["profit_weighted_ce"][:, k - 1]
     np.testing.assert_allclose(frame["episode_return"].to_numpy(), expected, rtol=0, atol=1e-9)
-    at_k = info[:, k - 1]
-    for column in ("prediction", "label", "correct", "pnl", "profit_weighted_ce"):
-        np.testing.assert_array_equal(frame[column].to_numpy(), at_k[column])
+    for column in ("prediction", "correct", "pnl", "profit_weighted_ce"):
+        np.testing.assert_array_equal(frame[column].to_numpy(), getattr(table, column)[:, k - 1])
+    np.testing.assert_array_equal(frame["label"].to_numpy(), table.label)
     assert frame["correct"].equals(frame["prediction"] == frame["label"])
 
 
-# ---- the oracle bounds every policy ------------------------------------------------------------------
+def test_evaluate_takes_a_table_a_folder_or_env_kwargs(tmp_path: Path) -> None:
+    table = simulate("regime-chain", split="val")
+    frame = evaluate(HaltHeadPolicy(0.5), table)
+    table.save(tmp_path / "val")
+    pd.testing.assert_frame_equal(evaluate(HaltHeadPolicy(0.5), tmp_path / "val"), frame)
+    checkpoint = simulate.__globals__["CHECKPOINT_DIR"] / "regime-chain"
+    pd.testing.assert_frame_equal(evaluate(HaltHeadPolicy(0.5), "regime-chain", "val", checkpoint=checkpoint), frame)
+    with pytest.raises(ValueError, match="split='test' disagrees"):
+        evaluate(HaltHeadPolicy(0.5), table, split="test")
+    with pytest.raises(TypeError, match="unknown keyword"):
+        evaluate(HaltHeadPolicy(0.5), table, seed=3)
+    with pytest.raises(ValueError, match="unknown reward"):
+        evaluate(HaltHeadPolicy(0.5), table, reward="sharpe")
+
+
+# ---- the oracle bounds every policy; table and env agree ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def rl_policies() -> dict[str, RLHaltingPolicy]:
-    """A tiny PPO agent per task, trained on the test split itself (no val rollout to compute; and even an
-    agent tuned on the very samples it is scored on cannot beat the oracle)."""
+    """A tiny PPO agent per task, trained on the test split itself (and even an agent tuned on the very
+    samples it is scored on cannot beat the oracle)."""
     return {task: train_rl_policy(task=task, total_timesteps=2048, n_envs=8, split="test", progress=False)
             for task in TASKS}  # fmt: skip
 
@@ -233,10 +288,23 @@ def all_episodes(rl_policies: dict[str, RLHaltingPolicy]) -> dict[str, pd.DataFr
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_table_and_env_give_identical_episodes(task: str, rl_policies: dict[str, RLHaltingPolicy],
+                                               all_episodes: dict[str, pd.DataFrame]) -> None:  # fmt: skip
+    """Every family (rules, random with two seeds, oracle, RL): evaluation on the table equals stepping the env."""
+    policies = [*rule_policies(random_seeds=(0, 1)), rl_policies[task]]
+    table = evaluate_policies(policies, task)
+    stepped = pd.concat([evaluate_by_stepping(p, task) for p in policies], ignore_index=True)
+    exact = [c for c in stepped.columns if c != "episode_return"]
+    pd.testing.assert_frame_equal(table[exact].reset_index(drop=True), stepped[exact], check_dtype=True)
+    np.testing.assert_allclose(table["episode_return"], stepped["episode_return"], rtol=0, atol=1e-12)
+    assert table["halt_step"].nunique() > 5  # the check covers many halting steps, not one
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_oracle_never_worse_on_mean_return(task: str, all_episodes: dict[str, pd.DataFrame]) -> None:
     episodes = all_episodes[task]
     assert {"halt_head", "confidence", "fixed_depth", "random", "oracle", "rl_ppo"} <= set(episodes["policy"])
-    means = episodes.groupby(["policy", "param", "seed"], dropna=False)["episode_return"].mean()
+    means = episodes.groupby(["policy", "param", "seed"], dropna=False, observed=True)["episode_return"].mean()
     oracle = means.loc["oracle"].max()
     assert (means.drop(index="oracle") <= oracle + 1e-12).all(), means.sort_values().tail()
     assert (means.drop(index="oracle") < oracle).any()
@@ -286,6 +354,15 @@ def test_curve_columns_and_cis(curves: pd.DataFrame) -> None:
     assert curves["mean_steps"].between(1, 16).all() and curves["accuracy"].between(0, 1).all()
 
 
+def test_identical_seeds_do_not_shrink_the_ci() -> None:
+    """Defect 6: the bootstrap resamples samples (seeds averaged within one), so copies of a seed add nothing."""
+    one = evaluate_policies([HaltHeadPolicy(0.5)], "regime-chain")
+    copies = pd.concat([one.assign(seed=s) for s in range(3)], ignore_index=True)
+    a, b = curve_from_episodes(one).iloc[0], curve_from_episodes(copies).iloc[0]
+    for column in ("accuracy_lo", "accuracy_hi", "profit_weighted_ce_lo", "profit_weighted_ce_hi"):
+        assert a[column] == pytest.approx(b[column], abs=1e-12), column
+
+
 def test_curve_point_matches_evaluate() -> None:
     row = halting_curve("halt_head", "sp500", params=(0.5,)).iloc[0]
     frame = evaluate(HaltHeadPolicy(0.5), task="sp500")
@@ -310,8 +387,55 @@ def test_summarize_oracle_gain_share(curves: pd.DataFrame) -> None:
     assert summary.loc["fixed_depth", "oracle_gain_share"] == pytest.approx(0.0)
     assert summary["oracle_gain_share"].drop(["oracle", "fixed_depth"]).le(1.0 + 1e-12).all()
     assert summary["auc_accuracy"].between(0, 1).all()
-    assert summary.loc["rl_ppo", "vs_halt_head"].split(":")[1] in {"above", "below", "within"}
+    assert summary.loc["rl_ppo", "vs_halt_head"].split(":")[1] in {"above", "below", "within", "n/a"}
     assert summary.loc["halt_head", "vs_halt_head"] == ""
+
+
+def _episodes(policy: str, param: float, values: list[float], seed: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"task": "t", "policy": policy, "param": param, "seed": seed,
+                         "index": range(len(values)), "episode_return": values})  # fmt: skip
+
+
+def test_paired_difference_value_and_sign() -> None:
+    a = _episodes("rl_ppo", 0.01, [1.0, 2.0, 3.0, 4.0])
+    b = _episodes("halt_head", 0.5, [0.5, 1.5, 3.5, 2.0])
+    episodes = pd.concat([a, b, _episodes("rl_ppo", 0.01, [3.0, 2.0, 3.0, 4.0], seed=1)], ignore_index=True)
+    diff, lo, hi = paired_difference(episodes, ("rl_ppo", 0.01), ("halt_head", 0.5))
+    assert diff == pytest.approx(np.mean([2.0 - 0.5, 2.0 - 1.5, 3.0 - 3.5, 4.0 - 2.0]))  # seeds averaged first
+    assert lo <= diff <= hi and lo < hi
+    back = paired_difference(episodes, ("halt_head", 0.5), ("rl_ppo", 0.01))
+    assert back[0] == pytest.approx(-diff) and back[1] == pytest.approx(-hi) and back[2] == pytest.approx(-lo)
+    constant = pd.concat([_episodes("x", 1.0, [2.0] * 50), _episodes("y", 1.0, [1.0] * 50)], ignore_index=True)
+    assert paired_difference(constant, ("x", 1.0), ("y", 1.0)) == pytest.approx((1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="no common samples"):
+        paired_difference(constant, ("x", 1.0), ("z", 1.0))
+
+
+def test_versus_band_verdicts() -> None:
+    """Defect 5: the band is interpolated, never extrapolated; outside its range of steps the verdict is n/a."""
+    band = pd.DataFrame({"mean_steps": [2.0, 4.0, 6.0], "accuracy_lo": [0.5, 0.6, 0.7], "accuracy_hi": [0.6, 0.7, 0.8]})
+    points = pd.DataFrame({"param": [0.001, 0.01, 0.03, 0.1, 0.3],
+                           "mean_steps": [3.0, 3.0, 5.0, 1.0, 6.5], "accuracy": [0.9, 0.6, 0.6, 0.99, 0.75]})
+    assert versus_band(points, band) == "0.001:above 0.01:within 0.03:below 0.1:n/a 0.3:n/a"
+
+
+def test_default_points() -> None:
+    rows = [("halt_head", 0.5, 0), ("halt_head", 0.9, 0), ("fixed_depth", 16, 0), ("fixed_depth", 4, 0),
+            ("random", 0.2, 1), ("random", 0.2, 0), ("oracle", np.nan, 0), ("rl_ppo", 0.001, 0),
+            ("rl_ppo", 0.03, 0), ("rl_ppo", 0.03, 1), ("confidence", 0.9, 0), ("confidence", 0.5, 0)]  # fmt: skip
+    episodes = pd.DataFrame([{"task": "t", "policy": p, "param": v, "seed": s, "index": 0} for p, v, s in rows])
+    picked = default_points(episodes, eval_cost=0.02, max_steps=16)
+    got = sorted((p, v if not np.isnan(v) else -1.0, s) for p, v, s in picked[["policy", "param", "seed"]].to_numpy())
+    assert got == sorted([("halt_head", 0.5, 0), ("fixed_depth", 16, 0), ("random", 0.2, 0), ("oracle", -1.0, 0),
+                          ("rl_ppo", 0.03, 0), ("confidence", 0.9, 0)])  # fmt: skip
+
+
+def test_area_under_the_accuracy_curve() -> None:
+    anchors = pd.DataFrame({"mean_steps": [1.0, 5.0], "accuracy": [0.2, 0.6]})
+    assert area(anchors.iloc[:0], anchors) == pytest.approx(0.4)  # the straight line from (1, .2) to (5, .6)
+    peak = pd.DataFrame({"mean_steps": [3.0], "accuracy": [1.0]})
+    assert area(peak, anchors) == pytest.approx(((0.2 + 1.0) / 2 * 2 + (1.0 + 0.6) / 2 * 2) / 4, abs=1e-3)
+    assert math.isnan(area(peak, anchors.iloc[:1]))
 
 
 # ---- RL training, saving and loading -----------------------------------------------------------------
@@ -337,7 +461,7 @@ def test_rl_load_round_trip(algo: str, saved_rl: dict[str, tuple[RLHaltingPolicy
     assert (meta["algo"], meta["step_cost"], meta["seed"]) == (algo, 0.02, 3)
     loaded = RLHaltingPolicy.load(path)
     assert (loaded.name, loaded.param, loaded.seed, loaded.algo) == (f"rl_{algo}", 0.02, 3, algo)
-    obs = HaltingVectorEnv(num_envs=1, task="regime-chain").core.observations[:4000]
+    obs = simulate("regime-chain").observations["summary"].reshape(-1, DIM)[:4000]
     actions = policy.act(obs)
     assert actions.dtype == np.int64 and set(np.unique(actions)) <= {0, 1}
     assert np.array_equal(loaded.act(obs), actions)
@@ -373,6 +497,21 @@ def test_rl_load_bad_files(saved_rl: dict[str, tuple[RLHaltingPolicy, Path]], tm
     bad_algo.with_suffix(".json").write_text(json.dumps({**meta, "algo": "a2c"}))
     with pytest.raises(ValueError, match="unknown algo"):
         RLHaltingPolicy.load(bad_algo)
+
+
+def test_sidecar_names_the_task_not_its_arrays(saved_rl: dict[str, tuple[RLHaltingPolicy, Path]],
+                                               tmp_path: Path) -> None:  # fmt: skip
+    """Defect 8: a Task passed as meta is refused; train_rl_policy records the task by name."""
+    policy, path = saved_rl["ppo"]
+    assert json.loads(path.with_suffix(".json").read_text())["task"] == "regime-chain"
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        save_rl_policy(policy, tmp_path / "agent.zip", task=load_task("regime-chain"))
+    assert not (tmp_path / "agent.zip").exists()
+    task = load_task("regime-chain")
+    trained = train_rl_policy(task=task, total_timesteps=64, n_envs=4, split="test", progress=False,
+                              out=tmp_path / "from_task.zip")  # fmt: skip
+    sidecar = (tmp_path / "from_task.json").read_text()
+    assert json.loads(sidecar)["task"] == "regime-chain" and len(sidecar) < 1000 and trained.name == "rl_ppo"
 
 
 def test_train_rl_bad_input(tmp_path: Path) -> None:

@@ -368,6 +368,20 @@ def test_stepping_without_reset_is_refused() -> None:
         envs.step(np.array([0, 0]))
 
 
+def test_unknown_reset_options_are_refused() -> None:
+    """Defect 8: a typo such as {"idx": 3} is an error, not silently a random sample."""
+    env = HaltingEnv(task=_task_name(REGISTERED[0]))
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['idx'\]"):
+        env.reset(options={"idx": 3})
+    envs = HaltingVectorEnv(num_envs=2, task=_task_name(REGISTERED[0]))
+    with pytest.raises(ValueError, match="idx"):
+        envs.reset(options={"idx": [0, 1]})
+    venv = HaltingSB3VecEnv(num_envs=2, task=_task_name(REGISTERED[0]))
+    venv.set_options({"idx": 1})
+    with pytest.raises(ValueError, match="idx"):
+        venv.reset()
+
+
 @pytest.mark.parametrize("index", [-1, 10**9, 1.5, "3"])
 def test_bad_sample_index_is_refused(index: Any) -> None:
     with pytest.raises(ValueError, match="options\\['index'\\]"):

@@ -397,6 +397,15 @@ def test_profit_weighted_ce_broadcasts_over_steps():
 # --------------------------------------------------------------------------- sanity-check script
 
 
+def test_repr_shows_the_hyperparameters():
+    text = repr(TRMLoss(lambda_halt=0.02, confidence_threshold=0.4, pnl_scale=0.03, num_classes=3,
+                        class_weights=torch.ones(3)))  # fmt: skip
+    for needle in ("lambda_halt=0.02", "lambda_profit=1.0", "confidence_threshold=0.4", "pnl_scale=0.03",
+                   "num_classes=3", "class_weights=tensor of 3"):  # fmt: skip
+        assert needle in text, text
+    assert "class_weights=None" in repr(TRMLoss())
+
+
 def test_module_sanity_check_runs():
     command = [sys.executable, "-m", "trm_env.loss"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)

@@ -125,6 +125,12 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
         TinyRecursiveModel.load(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="does not exist"):
         TinyRecursiveModel.load(tmp_path / "missing.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"corrupt or unreadable: the file is empty \(0 bytes\)"):
+        TinyRecursiveModel.load(tmp_path / "empty.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"corrupt or unreadable: \w+Error: .+"):  # the reason is named
+        TinyRecursiveModel.load(tmp_path / "junk.pt")
 
 
 def _tiny_config(**kwargs) -> TrainConfig:

@@ -14,9 +14,12 @@ from types import ModuleType
 
 import pandas as pd
 import pytest
+import torch
 
-from agents.evaluation import CURVE_COLUMNS, EPISODE_COLUMNS
-from agents.policies import RLHaltingPolicy
+from agents.curves import CURVE_COLUMNS
+from agents.evaluation import EPISODE_COLUMNS
+from agents.rl import RLHaltingPolicy
+from trm_env.model import TinyRecursiveModel
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -156,7 +159,74 @@ def test_changed_config_refused_unless_force(tiny_run: Path, run_module: ModuleT
     monkeypatch.setattr(run_module, "train_rl_policy", _boom)  # --force gets past the check, to the RL stage
     with pytest.raises(RuntimeError, match="training failed"):
         run_module.main([*changed, "--force"])
-    assert json.loads((out / "config.json").read_text())["step_costs"] == [0.03]
+    assert (out / "config.json").read_bytes() == recorded  # written last: the forced run never finished
+
+
+def test_interrupted_forced_run_leaves_no_stale_stage(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Defect 2: a forced run with a new config dies midway. config.json still holds the old config, so a plain
+    rerun with the new one is refused, and a plain rerun with the old one redoes the stage the dead run replaced
+    instead of reporting "stages run now: 0" over an agent trained under the other config."""
+    out = _copy(tiny_run, tmp_path)
+    changed = ["--config", str(_config(tmp_path, total_timesteps=512)), "--out", str(out)]
+    monkeypatch.setattr(run_module, "evaluate_policies", _boom)  # dies after the RL stage, before episodes
+    with pytest.raises(RuntimeError, match="training failed"):
+        run_module.main([*changed, "--force"])
+    monkeypatch.undo()
+    agent = _rl_zip(out)
+    assert json.loads(agent.with_name(f"{agent.name}.key.json").read_text())["total_timesteps"] == 512
+    with pytest.raises(ValueError, match="different config"):
+        run_module.main(changed)
+    (tmp_path / "old").mkdir()
+    capsys.readouterr()
+    assert run_module.main(["--config", str(_config(tmp_path / "old")), "--out", str(out)]) == 0
+    assert "stages run now: 2" in capsys.readouterr().out  # the RL agent and, since it changed, the episodes
+    assert json.loads(agent.with_name(f"{agent.name}.key.json").read_text())["total_timesteps"] == 1024
+    key = json.loads((out / "episodes" / f"{TASK}.csv.key.json").read_text())
+    assert key["rl"] == [run_module.sha256_file(agent)]
+
+
+def test_retrain_is_keyed_on_the_training_config(run_module: ModuleType, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 2: with retrain, a changed training config redoes the TRM (and so everything after it)."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / f"{TASK}.json").write_text(json.dumps({"task": TASK, "epochs": 1}))
+    trained: list[int] = []
+
+    def fake_train(config: object, out_dir: Path) -> None:  # the shipped model stands in for a trained one
+        trained.append(config.epochs)
+        shutil.copytree(run_module.CHECKPOINT_DIR / TASK, out_dir, dirs_exist_ok=True)
+
+    monkeypatch.setattr(run_module, "CONFIG_DIR", configs)
+    monkeypatch.setattr(run_module, "train", fake_train)
+    args = ["--config", str(_config(tmp_path, total_timesteps=256)), "--out", str(tmp_path / "run"), "--retrain"]
+    assert run_module.main(args) == 0 and run_module.main(args) == 0
+    assert trained == [1]
+    (configs / f"{TASK}.json").write_text(json.dumps({"task": TASK, "epochs": 2}))
+    assert run_module.main(args) == 0
+    assert trained == [1, 2]
+
+
+def test_a_changed_checkpoint_redoes_rl_and_episodes(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Defect 2: stages are keyed on the TRM's content; another checkpoint redoes both, the same one neither."""
+    out = _copy(tiny_run, tmp_path / "copy")
+    shipped = tmp_path / "checkpoints"
+    shutil.copytree(run_module.CHECKPOINT_DIR / TASK, shipped / TASK)
+    monkeypatch.setattr(run_module, "CHECKPOINT_DIR", shipped)
+    config = ["--config", str(_config(tmp_path)), "--out", str(out)]
+    capsys.readouterr()
+    assert run_module.main(config) == 0
+    assert "stages run now: 0" in capsys.readouterr().out
+    model = TinyRecursiveModel.load(shipped / TASK)
+    with torch.no_grad():
+        model.task_head.bias += 0.5
+    model.save(shipped / TASK / "model.pt")
+    assert run_module.main(config) == 0
+    assert "stages run now: 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TRMLoss", "class_weights_from_labels", "halt_target", "profit_weight", "profit_weighted_ce"]
+__all__ = ["PNL_SCALE", "TRMLoss", "class_weights_from_labels", "halt_target", "profit_weight", "profit_weighted_ce"]
+
+PNL_SCALE = 0.05  # the default pnl scale of the profit weight, everywhere a checkpoint does not say otherwise
 
 
 def _check_finite(name: str, t: Tensor) -> None:
@@ -38,13 +40,13 @@ def _check_threshold(confidence_threshold: float) -> None:
         raise ValueError(f"confidence_threshold must lie in (0, 1), got {confidence_threshold}")
 
 
-def profit_weight(pnl: Tensor, pnl_scale: float = 0.05) -> Tensor:
+def profit_weight(pnl: Tensor, pnl_scale: float = PNL_SCALE) -> Tensor:
     """Per-sample weight ``1 - tanh(pnl / pnl_scale)``, always in (0, 2): losses weigh more."""
     _check_scale(pnl_scale)
     return 1.0 - torch.tanh(pnl / pnl_scale)
 
 
-def profit_weighted_ce(task_logits: Tensor, labels: Tensor, pnl: Tensor, pnl_scale: float = 0.05) -> Tensor:
+def profit_weighted_ce(task_logits: Tensor, labels: Tensor, pnl: Tensor, pnl_scale: float = PNL_SCALE) -> Tensor:
     """Per-sample ``(1 - tanh(pnl / pnl_scale)) * CE(logits, label)`` (no class weights), over the last dim.
 
     ``task_logits`` (..., C), ``labels`` and ``pnl`` broadcast against its leading dims; the quantity
@@ -107,7 +109,7 @@ class TRMLoss(nn.Module):
         lambda_profit: float = 1.0,
         class_weights: Tensor | None = None,
         confidence_threshold: float = 0.7,
-        pnl_scale: float = 0.05,
+        pnl_scale: float = PNL_SCALE,
         num_classes: int = 8,
     ) -> None:
         super().__init__()
@@ -131,6 +133,12 @@ class TRMLoss(nn.Module):
         self.pnl_scale = float(pnl_scale)
         self.num_classes = int(num_classes)
         self.register_buffer("class_weights", class_weights)
+
+    def extra_repr(self) -> str:
+        weighted = "None" if self.class_weights is None else f"tensor of {self.num_classes}"
+        return (f"lambda_halt={self.lambda_halt}, lambda_profit={self.lambda_profit}, "
+                f"confidence_threshold={self.confidence_threshold}, pnl_scale={self.pnl_scale}, "
+                f"num_classes={self.num_classes}, class_weights={weighted}")  # fmt: skip
 
     def _validate(self, task_logits: Tensor, halt_logits: Tensor, labels: Tensor, pnl: Tensor) -> Tensor:
         """Check shapes, dtypes and values; return halt logits flattened to (B,)."""

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trm_env.checks import check_int
-from trm_env.tasks import Task, standardise
+from trm_env.task import Task, standardise
 
 __all__ = [
     "STRATEGY_NAMES",

@@ -17,6 +17,7 @@ any chance to improve; with the bias it starts at p(halt) ~ 0.007 and learns whe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from trm_env.checks import check_int
 from trm_env.io import atomic_path
+from trm_env.loss import PNL_SCALE
 
 __all__ = ["CHECKPOINT_FORMAT", "TRMState", "TinyRecursiveModel", "torch_threads"]
 
@@ -134,6 +136,7 @@ class TinyRecursiveModel(nn.Module):
         self.core = _Core(hidden_dim, expansion)
         self.register_buffer("y_init", torch.randn(hidden_dim))  # fixed random starts, as in TRM
         self.register_buffer("z_init", torch.randn(hidden_dim))
+        self.train_config: dict[str, Any] = {}  # set by training; saved with the weights (pnl_scale, ...)
         self.task_head = nn.Linear(hidden_dim, num_classes)
         self.halt_head = nn.Linear(hidden_dim, 1)
         nn.init.zeros_(self.halt_head.weight)
@@ -219,10 +222,17 @@ class TinyRecursiveModel(nn.Module):
 
     # ---- checkpoints -------------------------------------------------------------------------
 
+    @property
+    def pnl_scale(self) -> float:
+        """The pnl scale of the profit weight this model was trained with (``PNL_SCALE`` if unknown)."""
+        return float(self.train_config.get("pnl_scale", PNL_SCALE))
+
     def save(self, path: str | Path) -> None:
-        """Write ``{format, config, state_dict}`` atomically (temp file + rename)."""
+        """Write ``{format, config, train_config, state_dict}`` atomically (temp file, fsync, rename)."""
+        payload = {"format": CHECKPOINT_FORMAT, "config": self.config, "train_config": self.train_config,
+                   "state_dict": self.state_dict()}  # fmt: skip
         with atomic_path(path) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, tmp)
+            torch.save(payload, tmp)
 
     @classmethod
     def load(cls, path: str | Path, input_dim: int | None = None) -> TinyRecursiveModel:
@@ -236,10 +246,12 @@ class TinyRecursiveModel(nn.Module):
             path = path / "model.pt"
         if not path.is_file():
             raise ValueError(f"checkpoint {str(path)!r} does not exist")
+        if path.stat().st_size == 0:
+            raise ValueError(f"checkpoint {str(path)!r} is corrupt or unreadable: the file is empty (0 bytes)")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"checkpoint {str(path)!r} is corrupt or unreadable: {exc}") from exc
+            raise ValueError(f"checkpoint {str(path)!r} is corrupt or unreadable: {type(exc).__name__}: {exc}") from exc
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{str(path)!r} is not a TinyRecursiveModel checkpoint (format {CHECKPOINT_FORMAT})")
         config = payload["config"]
@@ -252,4 +264,11 @@ class TinyRecursiveModel(nn.Module):
             model.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:
             raise ValueError(f"checkpoint {str(path)!r} does not match its own config: {exc}") from exc
+        model.train_config = dict(payload.get("train_config") or _run_train_config(path.parent))
         return model.eval()
+
+
+def _run_train_config(folder: Path) -> dict[str, Any]:
+    """The ``train`` section of the run's ``config.json`` beside an older checkpoint without one inside."""
+    config = folder / "config.json"
+    return json.loads(config.read_text()).get("train", {}) if config.is_file() else {}

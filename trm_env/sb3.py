@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from trm_env.checks import check_int
-from trm_env.env import CoreAttributes, HaltingCore, IndexSampler
+from trm_env.core import CoreAttributes, HaltingCore, IndexSampler
 
 __all__ = ["HaltingSB3VecEnv", "make_sb3_vec_env"]
 
@@ -45,6 +45,8 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
 
     def reset(self) -> VecEnvObs:
         self._sampler.seed_all(self._seeds)
+        for options in self._options:
+            self.core.check_options(options)
         chosen = np.array(["index" in options for options in self._options])
         positions = np.zeros(self.num_envs, dtype=np.int64)
         positions[~chosen] = self._sampler.draw(self._envs[~chosen])

@@ -7,8 +7,8 @@ one report per step. Report t holds a noisy one-hot vote for a regime (8 channel
 - reports 1..d-1 are *preliminary*: each votes for the true regime with probability ``hint``,
   otherwise for a uniformly random regime;
 - report d carries the true regime and the final flag;
-- reports d+1..n_chunks are *distractors*: random votes without the flag, which a model that has
-  already seen the final report must ignore.
+- reports d+1..n_chunks are *silent*: no vote and no flag (all zeros), only the Gaussian noise that
+  every report carries; a model that has seen the final report must keep its answer through them.
 
 The reports are the stream input: recursion step t sees report t only (``Task.n_chunks``), so the
 answer cannot be known for sure before step d, evidence accumulates across steps, and the model has to keep
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from trm_env.checks import check_int
-from trm_env.tasks import Task, standardise
+from trm_env.task import Task, standardise
 
 __all__ = ["NAME", "load_regime_chain"]
 

@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from trm_env.checks import check_int
 from trm_env.io import write_json_atomic
-from trm_env.loss import TRMLoss, class_weights_from_labels, profit_weighted_ce
+from trm_env.loss import PNL_SCALE, TRMLoss, class_weights_from_labels, profit_weighted_ce
 from trm_env.model import TinyRecursiveModel, torch_threads
-from trm_env.tasks import Task, load_task
+from trm_env.task import Task
+from trm_env.tasks import load_task
 
 __all__ = ["TrainConfig", "evaluate_steps", "save_run", "train"]
 
@@ -54,7 +55,7 @@ class TrainConfig:
     lambda_halt: float = 0.01
     lambda_profit: float = 1.0
     confidence_threshold: float = 0.7
-    pnl_scale: float = 0.05
+    pnl_scale: float = PNL_SCALE
     class_weights: bool = True
     seed: int = 0
     num_threads: int = 1  # tiny matmuls: one thread is fastest on CPU and keeps results reproducible
@@ -94,7 +95,7 @@ def build_model(config: TrainConfig, task: Task) -> TinyRecursiveModel:
 
 
 @torch.no_grad()
-def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale: float = 0.05) -> dict[str, Any]:
+def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale: float = PNL_SCALE) -> dict[str, Any]:
     """Per-step accuracy, mean realized pnl and profit-weighted CE on a split, plus the halt head's use.
 
     The halt head halts at the first step whose halt probability exceeds 0.5 (else at K).
@@ -224,6 +225,7 @@ def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress
         writer.close()
     final = build_model(config, task)
     final.load_state_dict(best_state)
+    final.train_config = asdict(config)
     final.eval()
     metrics = {
         "epochs_run": epoch + 1,

@@ -1,0 +1,324 @@
+"""The rollout table: a trained TRM's trajectories over one split, frozen as (samples x steps) arrays.
+
+``simulate(task, checkpoint, split)`` runs the model once over every sample of the split for K steps
+and returns a ``Rollouts``: per-step observations and halting rewards, the per-step and per-sample
+information every evaluation reports, and ``layout``, **the one place the observation layout is
+defined**. Every halting method is a function from per-step observations to a halting step over this
+table; the environments (``trm_env.env``, ``trm_env.sb3``) are thin views over it, and
+``agents.evaluate`` reads it directly.
+
+Tables are cached by content: in memory, and on disk (``TRM_ENV_CACHE_DIR``, default
+``~/.cache/trm_env/rollouts``; ``off`` disables it) so a fresh process or a subprocess worker loads
+instead of re-simulating. The key covers the model's weights and config, the task's arrays, the split,
+K, the pnl scale and this code.
+
+>>> rollouts = simulate("regime-chain", split="test")
+>>> rollouts.observations["summary"].shape, rollouts.layout["halt_prob"]
+((1800, 16, 13), slice(10, 11, None))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trm_env.checks import check_int
+from trm_env.io import atomic_dir
+from trm_env.loss import profit_weighted_ce
+from trm_env.model import TinyRecursiveModel
+from trm_env.task import Task
+from trm_env.tasks import load_task
+
+__all__ = ["CHECKPOINT_DIR", "OBSERVATIONS", "REWARDS", "Rollouts", "as_rollouts", "observation_layout", "simulate"]
+
+OBSERVATIONS = ("summary", "latent")
+REWARDS = ("profit_weighted_ce", "pnl", "correct")
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+_PACKAGE = Path(__file__).parent
+_CODE_DIGEST = hashlib.sha256(b"".join((_PACKAGE / f).read_bytes() for f in ("rollouts.py", "model.py", "loss.py")))
+_MEMORY: OrderedDict[str, Rollouts] = OrderedDict()
+_MEMORY_SIZE = 8
+
+
+def observation_layout(num_classes: int, hidden_dim: int) -> dict[str, slice]:
+    """Name -> column slice of the observation: C class probabilities, five statistics, then y (latent only).
+
+    The "summary" observation is every column before ``latent``; "latent" adds the answer state y.
+    """
+    widths = {"probs": num_classes, "max_prob": 1, "entropy": 1, "halt_prob": 1, "step_fraction": 1,
+              "movement": 1, "latent": hidden_dim}  # fmt: skip
+    layout, start = {}, 0
+    for name, width in widths.items():
+        layout[name] = slice(start, start + width)
+        start += width
+    return layout
+
+
+def _limits(num_classes: int, hidden_dim: int) -> dict[str, tuple[float, float]]:
+    """Per layout entry, its (low, high); y ends in a parameter-free RMSNorm, so |y_j| <= sqrt(hidden_dim)."""
+    return {"probs": (0.0, 1.0), "max_prob": (0.0, 1.0), "entropy": (0.0, float(np.log(num_classes))),
+            "halt_prob": (0.0, 1.0), "step_fraction": (0.0, 1.0), "movement": (0.0, 1.0),
+            "latent": (-float(np.sqrt(hidden_dim)), float(np.sqrt(hidden_dim)))}  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Rollouts:
+    """One model's trajectories over one split: N samples x K steps (step t+1 at position t).
+
+    ``observations[mode]`` (N, K, D) float32 for "summary" and "latent"; ``halt_reward[reward]`` (N, K)
+    float64, the terminal reward of halting at step t+1 before step costs; per step (N, K):
+    ``prediction``, ``correct``, ``pnl`` (realized pnl of the prediction), ``profit_weighted_ce``,
+    ``halt_prob``; per sample (N,): ``index`` (row in the task), ``label``, ``difficulty`` and ``date``
+    where the task has them.
+    """
+
+    key: str
+    task_name: str
+    split: str
+    observations: dict[str, np.ndarray]
+    halt_reward: dict[str, np.ndarray]
+    prediction: np.ndarray
+    correct: np.ndarray
+    pnl: np.ndarray
+    profit_weighted_ce: np.ndarray
+    halt_prob: np.ndarray
+    index: np.ndarray
+    label: np.ndarray
+    difficulty: np.ndarray | None
+    date: np.ndarray | None
+    layout: dict[str, slice]
+    num_classes: int
+    max_steps: int
+    pnl_scale: float
+    horizon: int
+    strategy_names: tuple[str, ...]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.index)
+
+    def bounds(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (low, high) float32 bounds of an observation mode, from the layout."""
+        width = self.observations[mode].shape[-1]
+        limits = _limits(self.num_classes, self.layout["latent"].stop - self.layout["latent"].start)
+        low, high = np.zeros(width, np.float32), np.zeros(width, np.float32)
+        for name, columns in self.layout.items():
+            if columns.start < width:
+                low[columns], high[columns] = limits[name]
+        return low, high
+
+    def returns(self, reward: str, step_cost: float) -> np.ndarray:
+        """(N, K) episode return of halting at step t+1: ``halt_reward - step_cost * t``."""
+        return self.halt_reward[reward] - step_cost * np.arange(self.max_steps)
+
+    def best_steps(self, reward: str, step_cost: float) -> np.ndarray:
+        """Per sample, the step (1..K) with the highest return, earliest on ties: the oracle's choice."""
+        return self.returns(reward, step_cost).argmax(axis=1) + 1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by value, but unpickle into the shared memory cache (one copy per process and key)."""
+        return _restore, (self.key, {f.name: getattr(self, f.name) for f in fields(self)})
+
+    # ---- on-disk cache -----------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table as a folder of ``.npy`` arrays plus ``meta.json``, atomically."""
+        meta, arrays = {}, {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict) and f.name != "layout":
+                arrays.update({f"{f.name}.{mode}": array for mode, array in value.items()})
+            elif isinstance(value, np.ndarray):
+                arrays[f.name] = value
+            elif f.name == "layout":
+                meta[f.name] = {name: [s.start, s.stop] for name, s in value.items()}
+            else:
+                meta[f.name] = value
+        with atomic_dir(path) as tmp:
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> Rollouts:
+        """Read a table written by ``save`` (memory-mapped, read-only, by default)."""
+        path = Path(path)
+        if not (path / "meta.json").is_file():
+            raise ValueError(f"{str(path)!r} is not a saved Rollouts folder (no meta.json)")
+        meta = json.loads((path / "meta.json").read_text())
+        values: dict[str, Any] = {**meta, "observations": {}, "halt_reward": {}, "difficulty": None, "date": None}
+        values["layout"] = {name: slice(*bounds) for name, bounds in meta["layout"].items()}
+        values["strategy_names"] = tuple(meta["strategy_names"])
+        for file in path.glob("*.npy"):
+            array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False).view(np.ndarray)
+            group, _, mode = file.stem.partition(".")
+            if mode:
+                values[group][mode] = array
+            else:
+                values[group] = array
+        return cls(**values)
+
+
+def _restore(key: str, values: dict[str, Any]) -> Rollouts:
+    return _remember(key, Rollouts(**values))
+
+
+def _remember(key: str, rollouts: Rollouts) -> Rollouts:
+    """Keep ``rollouts`` in the in-memory LRU cache (the one already there for the key wins)."""
+    rollouts = _MEMORY.setdefault(key, rollouts)
+    _MEMORY.move_to_end(key)
+    while len(_MEMORY) > _MEMORY_SIZE:
+        _MEMORY.popitem(last=False)
+    return rollouts
+
+
+def default_cache_dir() -> Path | None:
+    """``TRM_ENV_CACHE_DIR`` (``off`` or empty: no disk cache), else ``$XDG_CACHE_HOME/trm_env/rollouts``."""
+    configured = os.environ.get("TRM_ENV_CACHE_DIR")
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "off", "none", "0") else Path(configured)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "trm_env" / "rollouts"
+
+
+# ---- simulation -----------------------------------------------------------------------------------
+
+
+def resolve_model(checkpoint: str | Path | TinyRecursiveModel | None, task: Task) -> TinyRecursiveModel:
+    """The model from ``checkpoint`` (default: the shipped one for the task), checked against the task."""
+    if isinstance(checkpoint, TinyRecursiveModel):
+        model = checkpoint
+    elif checkpoint is None or isinstance(checkpoint, str | os.PathLike):
+        path = CHECKPOINT_DIR / task.name if checkpoint is None else Path(checkpoint)
+        if checkpoint is None and not (path / "model.pt").is_file():
+            raise ValueError(f"no shipped checkpoint for task {task.name!r} at {str(path)!r}; "
+                             "pass checkpoint=<model.pt, run directory or TinyRecursiveModel>")  # fmt: skip
+        model = TinyRecursiveModel.load(path)
+    else:
+        raise TypeError(f"checkpoint must be None, a path or a TinyRecursiveModel, got {type(checkpoint).__name__}")
+    if model.input_dim != task.num_features:
+        raise ValueError(f"checkpoint expects input width {model.input_dim}, but task {task.name!r} has "
+                         f"{task.num_features}")  # fmt: skip
+    mine = (model.num_classes, model.n_chunks, model.chunk_dim)
+    theirs = (task.num_classes, task.n_chunks, task.chunk_dim)
+    if mine != theirs:
+        raise ValueError(f"checkpoint has {mine[0]} classes and stream chunks {mine[1]}x{mine[2]}, but task "
+                         f"{task.name!r} has {theirs[0]} classes and chunks {theirs[1]}x{theirs[2]}")  # fmt: skip
+    return model
+
+
+def _model_digest(model: TinyRecursiveModel) -> str:
+    """sha256 of the model's config and weights: the key of its content, wherever it came from."""
+    digest = hashlib.sha256(json.dumps(model.config, sort_keys=True).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def simulate(
+    task: str | Task,
+    checkpoint: str | Path | TinyRecursiveModel | None = None,
+    split: str = "test",
+    max_steps: int | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path | bool | None = True,
+) -> Rollouts:
+    """The rollout table of ``checkpoint`` (default: the task's shipped model) over ``split``, K steps.
+
+    ``task`` is a name of ``load_task`` or a ``Task``; ``checkpoint`` a ``model.pt``, a run directory or a
+    ``TinyRecursiveModel``. ``cache_dir=True`` uses ``default_cache_dir()``; a path, that folder;
+    ``False``/``None`` keeps the table in memory only.
+    """
+    if not isinstance(task, Task | str):
+        raise TypeError(f"task must be a task name or a Task, got {type(task).__name__}")
+    task = load_task(task) if isinstance(task, str) else task
+    task.split(split)  # ValueError listing the valid splits
+    model = resolve_model(checkpoint, task)
+    max_steps = check_int("max_steps", model.max_steps if max_steps is None else max_steps, maximum=model.max_steps)
+    parts = [_CODE_DIGEST.hexdigest(), _model_digest(model), task.key(), split, max_steps, model.pnl_scale]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    if key in _MEMORY:
+        return _remember(key, _MEMORY[key])
+    folder = default_cache_dir() if cache_dir is True else (Path(cache_dir) if cache_dir else None)
+    if folder is not None and (folder / key / "meta.json").is_file():
+        return _remember(key, Rollouts.load(folder / key))
+    rollouts = _simulate(model, task, split, max_steps, key, device)
+    if folder is not None:
+        rollouts.save(folder / key)
+    return _remember(key, rollouts)
+
+
+@torch.no_grad()
+def _simulate(model: TinyRecursiveModel, task: Task, split: str, k: int, key: str, device: str) -> Rollouts:
+    """One batched rollout over the split, turned into observation, reward and info tables."""
+    rows = task.split(split)
+    x = torch.from_numpy(np.ascontiguousarray(task.features[rows]))
+    logits, halt_logits, y = (t.cpu() for t in model.to(device).rollout(x.to(device), steps=k, return_answers=True))
+    model.to("cpu")
+    n, c, hidden = logits.shape[0], logits.shape[-1], y.shape[-1]
+    probs = logits.softmax(-1)
+    previous = torch.cat([torch.full_like(probs[:, :1], 1.0 / c), probs[:, :-1]], dim=1)
+    halt_prob = halt_logits.sigmoid()
+    stats = {
+        "probs": probs,
+        "max_prob": probs.amax(-1, keepdim=True),
+        "entropy": -(probs * logits.log_softmax(-1)).sum(-1, keepdim=True),
+        "halt_prob": halt_prob[..., None],
+        "step_fraction": (torch.arange(1, k + 1, dtype=torch.float32) / k).expand(n, k)[..., None],
+        "movement": 0.5 * (probs - previous).abs().sum(-1, keepdim=True),
+        "latent": y,
+    }
+    layout = observation_layout(c, hidden)
+    latent = torch.cat([stats[name] for name in layout], dim=-1).numpy()
+    limits = _limits(c, hidden)
+    for name, columns in layout.items():
+        np.clip(latent[..., columns], *limits[name], out=latent[..., columns])
+    summary_width = layout["latent"].start
+    labels = torch.from_numpy(task.labels[rows])
+    pred = logits.argmax(-1)
+    realized = torch.from_numpy(task.pnl_matrix[rows]).gather(1, pred).double()
+    pwce = profit_weighted_ce(logits, labels[:, None], torch.from_numpy(task.pnl[rows])[:, None], model.pnl_scale)
+    correct = (pred == labels[:, None]).numpy()
+    dates = task.dates[rows] if np.issubdtype(task.dates.dtype, np.datetime64) else None
+    return Rollouts(
+        key=key, task_name=task.name, split=split,
+        observations={"summary": np.ascontiguousarray(latent[..., :summary_width]), "latent": latent},
+        halt_reward={"profit_weighted_ce": -pwce.double().numpy(), "pnl": (realized / model.pnl_scale).numpy(),
+                     "correct": correct.astype(np.float64)},
+        prediction=pred.numpy(), correct=correct, pnl=realized.numpy(), profit_weighted_ce=pwce.double().numpy(),
+        halt_prob=halt_prob.double().numpy(), index=rows.copy(), label=labels.numpy(),
+        difficulty=None if task.difficulty is None else task.difficulty[rows].copy(), date=dates,
+        layout=layout, num_classes=c, max_steps=k, pnl_scale=model.pnl_scale, horizon=task.horizon,
+        strategy_names=tuple(task.strategy_names),
+    )  # fmt: skip
+
+
+def as_rollouts(
+    source: str | Task | Rollouts | Path,
+    checkpoint: str | Path | TinyRecursiveModel | None = None,
+    split: str | None = None,
+    max_steps: int | None = None,
+) -> Rollouts:
+    """A table from a task (name or ``Task``, simulated; split default "test"), a ``Rollouts`` or a saved folder.
+
+    Given a table, ``split`` and ``max_steps`` may only repeat what it holds, and ``checkpoint`` must be None.
+    """
+    if isinstance(source, str | Task):
+        return simulate(source, checkpoint, "test" if split is None else split, max_steps)
+    table = source if isinstance(source, Rollouts) else Rollouts.load(source)
+    for argument, given, held in (("split", split, table.split), ("max_steps", max_steps, table.max_steps)):
+        if given is not None and given != held:
+            raise ValueError(f"{argument}={given!r} disagrees with the rollouts given ({argument} {held!r})")
+    if checkpoint is not None:
+        raise ValueError("pass either rollouts or checkpoint=, not both (the rollouts fix the model)")
+    return table
