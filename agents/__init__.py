@@ -13,6 +13,7 @@ from agents.policies import (
     HaltHeadPolicy,
     HaltingPolicy,
     OraclePolicy,
+    PrivilegedPolicy,
     RandomPolicy,
     make_policy,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "HaltHeadPolicy",
     "HaltingPolicy",
     "OraclePolicy",
+    "PrivilegedPolicy",
     "RLHaltingPolicy",
     "RandomPolicy",
     "curve_from_episodes",

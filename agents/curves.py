@@ -36,13 +36,18 @@ __all__ = [
 KEYS = ("task", "policy", "param", "seed")
 CURVE_COLUMNS = (*KEYS, "mean_steps", "accuracy", "accuracy_lo", "accuracy_hi", "mean_pnl", "profit_weighted_ce",
                  "profit_weighted_ce_lo", "profit_weighted_ce_hi", "mean_return", "n")  # fmt: skip
+# Grids reach past the points any task chose on val, so a choice on an edge is a finding, not an artefact.
 DEFAULT_PARAMS: dict[str, tuple[float, ...]] = {
-    "halt_head": (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
-    "confidence": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+    "halt_head": (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99,
+                  0.995, 0.999),
+    "confidence": (0.13, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999),
+    "kl_exit": (1e-6, 1e-5, 1e-4, 5e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0),
+    "entropy_exit": (1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0),
+    "patience": tuple(range(1, 15)),
     "fixed_depth": tuple(range(1, 17)),
-    "random": (0.05, 0.1, 0.2, 0.4, 0.7),
+    "random": (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9),
     "oracle": (float("nan"),),
-}
+}  # fmt: skip
 DEFAULT_POINTS = {"halt_head": 0.5, "confidence": 0.9, "random": 0.2, "oracle": float("nan")}
 
 

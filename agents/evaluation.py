@@ -2,9 +2,10 @@
 
 The halting step of a sample is the first step t at which ``policy.act(observations[:, t], info_t)``
 says halt (t = K is forced); its return is ``halt_reward[t] - step_cost * (t - 1)``, read from the
-table. The policy acts on every (step, sample) row in step-major order in one call, which draws
-exactly what an env-driven evaluation's K calls (one per step, on the whole split) draw, so seeded
-random rules match too. Policies must treat rows independently (every family here does).
+table. A stateless policy acts on every (step, sample) row in step-major order in one call, which
+draws exactly what an env-driven evaluation's K calls (one per step, on the whole split) draw, so
+seeded random rules match too; a ``stateful`` policy (one that accumulates over steps) gets those K
+calls.
 ``evaluate_by_stepping`` is that env-driven path, kept as the reference for tests and benchmarks.
 """
 
@@ -24,7 +25,8 @@ from trm_env.env import HaltingVectorEnv
 from trm_env.rollouts import OBSERVATIONS, REWARDS, Rollouts, as_rollouts
 from trm_env.task import Task
 
-__all__ = ["EPISODE_COLUMNS", "evaluate", "evaluate_by_stepping", "evaluate_policies", "halting_steps"]
+__all__ = ["EPISODE_COLUMNS", "episode_columns", "evaluate", "evaluate_by_stepping", "evaluate_policies",
+           "halting_steps"]  # fmt: skip
 
 EPISODE_COLUMNS = ("index", "halt_step", "prediction", "label", "correct", "pnl", "profit_weighted_ce",
                    "episode_return")  # fmt: skip
@@ -63,11 +65,17 @@ def _first_halts(policy: HaltingPolicy, rollouts: Rollouts, rows: _StepMajor, st
                  ) -> np.ndarray:  # fmt: skip
     policy.bind(rollouts, step_cost, reward)
     n, k = rollouts.num_samples, rollouts.max_steps
-    halt = np.asarray(policy.act(rows.observations, rows.info)).reshape(k, n)[: k - 1] == 1
+    if policy.stateful:  # one call per step, as an env-driven evaluation makes them
+        blocks = [slice(t * n, (t + 1) * n) for t in range(k)]
+        actions = np.concatenate([policy.act(rows.observations[b], {key: v[b] for key, v in rows.info.items()})
+                                  for b in blocks])  # fmt: skip
+    else:
+        actions = policy.act(rows.observations, rows.info)
+    halt = np.asarray(actions).reshape(k, n)[: k - 1] == 1
     return np.where(halt.any(axis=0), halt.argmax(axis=0) + 1, k).astype(np.int64)
 
 
-def _episode_columns(rollouts: Rollouts, steps: np.ndarray, step_cost: float, reward: str) -> dict[str, np.ndarray]:
+def episode_columns(rollouts: Rollouts, steps: np.ndarray, step_cost: float, reward: str) -> dict[str, np.ndarray]:
     """The episode columns of (P, N) halting steps (P policies on the same table), P * N rows."""
     steps = np.atleast_2d(steps)
     rows, t = np.broadcast_to(np.arange(rollouts.num_samples), steps.shape).ravel(), steps.ravel() - 1
@@ -102,7 +110,7 @@ def evaluate(policy: HaltingPolicy, task: Source = "sp500", split: str | None = 
     rollouts, reward, observation = _table(task, split, env_kwargs)
     cost = _settings(step_cost, reward, observation)
     steps = halting_steps(policy, rollouts, cost, reward, observation)
-    return pd.DataFrame(_episode_columns(rollouts, steps[None], cost, reward))
+    return pd.DataFrame(episode_columns(rollouts, steps[None], cost, reward))
 
 
 def evaluate_policies(
@@ -129,7 +137,7 @@ def evaluate_policies(
         "param": np.repeat(np.array([p.param for p in policies], dtype=float), n),
         "seed": np.repeat(np.array([p.seed for p in policies], dtype=np.int64), n),
     }
-    return pd.DataFrame({**front, **_episode_columns(rollouts, steps.reshape(count, n), cost, reward)})
+    return pd.DataFrame({**front, **episode_columns(rollouts, steps.reshape(count, n), cost, reward)})
 
 
 def evaluate_by_stepping(policy: HaltingPolicy, task: str | Task = "sp500", split: str = "test",

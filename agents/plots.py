@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["plot_curves", "plot_difficulty", "plot_halting_steps"]
+from trm_env.io import atomic_path
+
+__all__ = ["plot_curves", "plot_difficulty", "plot_halting_steps", "save_figure"]
 
 METRICS = {
+    "mean_return": ("mean return (higher is better)", "mean_return_lo", "mean_return_hi"),
     "accuracy": ("accuracy", "accuracy_lo", "accuracy_hi"),
     "mean_pnl": ("mean realized pnl", None, None),
     "profit_weighted_ce": ("profit-weighted CE (lower is better)", "profit_weighted_ce_lo", "profit_weighted_ce_hi"),
@@ -24,7 +29,7 @@ def plot_curves(curves: pd.DataFrame, metric: str = "accuracy", title: str = "")
         group = group.sort_values("mean_steps")
         style = dict(marker="*", markersize=14, linestyle="none") if len(group) == 1 else dict(marker="o", ms=3)
         (line,) = ax.plot(group["mean_steps"], group[metric], label=policy, **style)
-        if lo is not None and len(group) > 1:
+        if lo is not None and lo in group and len(group) > 1:
             ax.fill_between(group["mean_steps"], group[lo], group[hi], color=line.get_color(), alpha=0.15)
     ax.set_xlabel("mean halting step")
     ax.set_ylabel(label)
@@ -62,3 +67,10 @@ def plot_difficulty(episodes: pd.DataFrame, title: str = "") -> Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

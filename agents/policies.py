@@ -21,12 +21,17 @@ from trm_env.core import DEFAULT_STEP_COST
 from trm_env.rollouts import Rollouts
 
 __all__ = [
+    "LEARNED_FAMILIES",
     "POLICY_NAMES",
     "ConfidencePolicy",
+    "EntropyExitPolicy",
     "FixedDepthPolicy",
     "HaltHeadPolicy",
     "HaltingPolicy",
+    "KLExitPolicy",
     "OraclePolicy",
+    "PatiencePolicy",
+    "PrivilegedPolicy",
     "RandomPolicy",
     "make_policy",
 ]
@@ -40,6 +45,7 @@ class HaltingPolicy:
     name: str = "policy"
     param: float = float("nan")
     seed: int = 0
+    stateful: bool = False  # True: row i of a call continues row i of the previous one (called once per step)
 
     def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
              ) -> None:  # fmt: skip
@@ -52,7 +58,8 @@ class HaltingPolicy:
         return f"{type(self).__name__}({self.name}, param={self.param})"
 
 
-def _probability(name: str, value: float) -> float:
+def check_probability(name: str, value: float) -> float:
+    """``value`` as a float in [0, 1], else ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
     return float(value)
@@ -82,7 +89,7 @@ class ThresholdPolicy(ColumnPolicy):
     """Halt when the observation column exceeds ``threshold`` (strictly)."""
 
     def __init__(self, threshold: float) -> None:
-        self.param = _probability("threshold", threshold)
+        self.param = check_probability("threshold", threshold)
 
     def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
         return _halt_where(self.column(observations) > self.param)
@@ -104,6 +111,48 @@ class ConfidencePolicy(ThresholdPolicy):
 
     def __init__(self, threshold: float = 0.9) -> None:
         super().__init__(threshold)
+
+
+class _ExitRule(ColumnPolicy):
+    """A zero-shot exit: halt when a change statistic of the observation falls below ``threshold`` (strictly)."""
+
+    def __init__(self, threshold: float) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold < np.inf:
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        self.param = float(threshold)
+
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
+        return _halt_where(np.abs(self.column(observations)) < self.param)
+
+
+class KLExitPolicy(_ExitRule):
+    """Huginn's KL exit: halt when KL(p_t || p_(t-1)) < threshold (their default 5e-4)."""
+
+    name, column_name = "kl_exit", "kl_prev"
+
+    def __init__(self, threshold: float = 5e-4) -> None:
+        super().__init__(threshold)
+
+
+class EntropyExitPolicy(_ExitRule):
+    """Huginn's entropy exit: halt when |H_t - H_(t-1)| < threshold (their default 1e-3)."""
+
+    name, column_name = "entropy_exit", "entropy_delta"
+
+    def __init__(self, threshold: float = 1e-3) -> None:
+        super().__init__(threshold)
+
+
+class PatiencePolicy(ColumnPolicy):
+    """PABEE's patience: halt once the argmax has not changed for ``patience`` steps (p + 1 agreeing steps)."""
+
+    name, column_name = "patience", "stable_steps"
+
+    def __init__(self, patience: int = 4) -> None:
+        self.param = check_int("patience", patience)
+
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
+        return _halt_where(self.column(observations) >= self.param + 1)
 
 
 class FixedDepthPolicy(ColumnPolicy):
@@ -131,7 +180,7 @@ class RandomPolicy(HaltingPolicy):
     name = "random"
 
     def __init__(self, p: float = 0.2, seed: int = 0) -> None:
-        self.param = _probability("p", p)
+        self.param = check_probability("p", p)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
@@ -143,53 +192,83 @@ class RandomPolicy(HaltingPolicy):
         return _halt_where(self._rng.random(len(observations)) < self.param)
 
 
-class OraclePolicy(HaltingPolicy):
+class StepTargetPolicy(HaltingPolicy):
+    """A privileged rule: halt each sample at a step read from the table (``bind``), not from the observation.
+
+    ``act`` reads the rows' sample position and step from ``info`` (``index``, ``step``), which both the
+    env and table evaluation provide.
+    """
+
+    _targets: np.ndarray | None = None
+
+    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
+        if self._targets is None:
+            raise RuntimeError(f"{type(self).__name__} needs bind(rollouts) first: it reads each sample's step")
+        if info is None or "index" not in info or "step" not in info:
+            raise ValueError(f"{type(self).__name__}.act needs info with the rows' 'index' (position) and 'step'")
+        return _halt_where(np.asarray(info["step"]) >= self._targets[np.asarray(info["index"])])
+
+
+class OraclePolicy(StepTargetPolicy):
     """Halt at the step that maximises terminal reward minus step costs for each sample (reads the label).
 
     It bounds the **mean return** of every policy under the same reward mode and step cost; accuracy,
-    pnl and the area under a curve are not bounded by it. It reads the table (``bind``) and the sample
-    position and step from ``info``.
+    pnl and the area under a curve are not bounded by it.
     """
 
     name = "oracle"
 
-    def __init__(self) -> None:
-        self._best: np.ndarray | None = None
+    def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
+             ) -> None:  # fmt: skip
+        self._targets = rollouts.best_steps(reward, step_cost)
+
+
+class PrivilegedPolicy(StepTargetPolicy):
+    """Halt at the step a task's privileged rule gives (``Task.reference_steps[rule]``, capped at K).
+
+    On regime-chain: ``at_difficulty`` (right after the report that carries the answer) and ``final_flag``
+    (at the first report whose final flag reads above 0.5). References, not contenders: they read what
+    no halting policy sees. Family name ``privileged_<rule>``.
+    """
+
+    def __init__(self, rule: str) -> None:
+        self.rule, self.name = rule, f"privileged_{rule}"
 
     def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
              ) -> None:  # fmt: skip
-        self._best = rollouts.best_steps(reward, step_cost)
-
-    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
-        if self._best is None:
-            raise RuntimeError("OraclePolicy needs bind(rollouts) first: it reads each sample's best step")
-        if info is None or "index" not in info or "step" not in info:
-            raise ValueError("OraclePolicy.act needs info with the rows' 'index' (sample position) and 'step'")
-        return _halt_where(np.asarray(info["step"]) >= self._best[np.asarray(info["index"])])
+        if self.rule not in rollouts.reference_steps:
+            raise ValueError(f"task {rollouts.task_name!r} defines no privileged rule {self.rule!r}; "
+                             f"it has {sorted(rollouts.reference_steps)}")  # fmt: skip
+        self._targets = np.minimum(rollouts.reference_steps[self.rule], rollouts.max_steps)
 
 
 _FAMILIES: dict[str, type[HaltingPolicy]] = {
     "halt_head": HaltHeadPolicy,
     "confidence": ConfidencePolicy,
+    "kl_exit": KLExitPolicy,
+    "entropy_exit": EntropyExitPolicy,
+    "patience": PatiencePolicy,
     "fixed_depth": FixedDepthPolicy,
     "random": RandomPolicy,
     "oracle": OraclePolicy,
 }
-POLICY_NAMES = (*_FAMILIES, "rl_ppo", "rl_dqn")
+LEARNED_FAMILIES = ("fitted_q", "correct_head", "continuation_head", "ponder", "act", "rl_ppo", "rl_dqn")
+POLICY_NAMES = (*_FAMILIES, *LEARNED_FAMILIES)
 
 
 def make_policy(name: str, param: Any = None) -> HaltingPolicy:
     """A rule policy by family name and knob (RL policies come from ``train_rl_policy`` or ``load``).
 
-    Fixed depth takes a whole number (``4`` or ``4.0``); anything else is a ``ValueError``.
+    Fixed depth and patience take a whole number (``4`` or ``4.0``); anything else is a ``ValueError``.
     """
     if name not in _FAMILIES:
-        raise ValueError(f"unknown policy {name!r}; valid rule policies: {sorted(_FAMILIES)} (RL: rl_ppo, rl_dqn)")
+        raise ValueError(f"unknown policy {name!r}; valid rule policies: {sorted(_FAMILIES)} (learned families: "
+                         f"{list(LEARNED_FAMILIES)} come from their fit or training)")  # fmt: skip
     cls = _FAMILIES[name]
     if name == "oracle" or param is None:
         return cls()
-    if name == "fixed_depth" and isinstance(param, float):
+    if name in ("fixed_depth", "patience") and isinstance(param, float):
         if not param.is_integer():
-            raise ValueError(f"k must be a whole number of steps, got {param!r}")
+            raise ValueError(f"{name}'s knob must be a whole number of steps, got {param!r}")
         param = int(param)
     return cls(param)

@@ -4,8 +4,9 @@ The agent sees what every other policy sees (the env's observation) and is paid 
 by default ``-(1 - tanh(pnl / s)) * CE`` of the step it halts at (the per-sample profit-weighted loss
 that TRMLoss minimises for the answer) minus ``step_cost`` for every step it keeps thinking. That is
 not the halt head's signal: the halt head is trained with BCE toward "confident and correct".
-Training runs on the **validation** split by default: the TRM was fit on the train split, so its
-train-split confidence is optimistic and a policy tuned there would halt too early on unseen days.
+Training runs on the **halt** split by default: data the TRM never saw (its train-split confidence is
+optimistic, so a policy trained there would halt too early on unseen samples), kept apart from the
+val split where the study makes its choices.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3 import DQN, PPO
-from stable_baselines3.common.vec_env import VecMonitor
+from stable_baselines3.common.logger import Logger
 
 from agents.policies import HaltingPolicy, Info
 from trm_env.io import atomic_path, write_json_atomic
 from trm_env.model import torch_threads
+from trm_env.rollouts import Rollouts
 from trm_env.sb3 import make_sb3_vec_env
 from trm_env.task import Task
 
@@ -76,16 +78,18 @@ def train_rl_policy(
     total_timesteps: int = 30_000,
     seed: int = 0,
     n_envs: int = 16,
-    split: str = "val",
+    split: str = "halt",
     out: str | Path | None = None,
     progress: bool = True,
     tensorboard_log: str | Path | None = None,
+    hyperparameters: dict[str, Any] | None = None,
     **env_kwargs: Any,
 ) -> RLHaltingPolicy:
     """Train an SB3 agent (``"ppo"`` or ``"dqn"``) to halt; with ``out``, save ``out`` (.zip) and its .json.
 
     TensorBoard logs go to ``tensorboard_log`` (default: a ``tensorboard`` folder beside ``out``).
-    ``env_kwargs`` (checkpoint, reward, observation, max_steps) go to the environment.
+    ``hyperparameters`` override ``HYPERPARAMETERS[algo]`` key by key. ``env_kwargs`` (checkpoint,
+    rollouts, reward, observation, max_steps) go to the environment.
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; valid: {sorted(ALGOS)}")
@@ -95,12 +99,14 @@ def train_rl_policy(
         raise ValueError(f"total_timesteps and n_envs must be >= 1, got {total_timesteps}, {n_envs}")
     if tensorboard_log is None and out is not None:
         tensorboard_log = Path(out).parent / "tensorboard"
-    venv = VecMonitor(make_sb3_vec_env(num_envs=n_envs, seed=seed, task=task, split=split, step_cost=step_cost,
-                                       **env_kwargs))  # fmt: skip
+    venv = make_sb3_vec_env(num_envs=n_envs, seed=seed, task=task, split=split, step_cost=step_cost, **env_kwargs)
+    settings = {**HYPERPARAMETERS[algo], **(hyperparameters or {})}
     model = ALGOS[algo](
         "MlpPolicy", venv, seed=seed, device="cpu", verbose=0,
-        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **HYPERPARAMETERS[algo],
+        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **settings,
     )  # fmt: skip
+    if tensorboard_log is None:
+        model.set_logger(Logger(folder=None, output_formats=[]))  # SB3 would otherwise make an empty /tmp/SB3-* folder
     start = time.perf_counter()
     with torch_threads(1):  # a 64x64 MLP: threads only add overhead on CPU
         model.learn(total_timesteps, progress_bar=progress, tb_log_name=f"{algo}_cost{step_cost:g}_seed{seed}")
@@ -109,14 +115,18 @@ def train_rl_policy(
     if out is not None:
         task_name = task.name if isinstance(task, Task) else task
         save_rl_policy(policy, out, task=task_name, split=split, total_timesteps=total_timesteps, n_envs=n_envs,
-                       train_seconds=seconds, env_kwargs={k: _describe(v) for k, v in env_kwargs.items()})  # fmt: skip
+                       train_seconds=seconds, hyperparameters=json.loads(json.dumps(settings, default=str)),
+                       env_kwargs={k: _describe(v) for k, v in env_kwargs.items()})  # fmt: skip
     return policy
 
 
 def _describe(value: Any) -> Any:
-    """A JSON-friendly account of an env kwarg: plain values and paths as they are, objects by type."""
+    """A JSON-friendly account of an env kwarg: plain values and paths as they are, a table by its key,
+    other objects by type."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, Rollouts):
+        return f"Rollouts {value.task_name}/{value.split} key {value.key}"
     return str(value) if isinstance(value, os.PathLike) else type(value).__name__
 
 

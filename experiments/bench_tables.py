@@ -20,9 +20,8 @@ from agents.evaluation import evaluate_by_stepping, evaluate_policies
 from agents.policies import HaltingPolicy
 from trm_env.env import HaltingEnv
 from trm_env.model import TinyRecursiveModel, torch_threads
-from trm_env.rollouts import Rollouts, simulate
+from trm_env.rollouts import Rollouts, shipped_checkpoint, simulate
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "trm_env" / "checkpoints"
 ROLLOUT_ROWS, ROLLOUT_STEPS, MATMUL_WIDTH, WIDE_HIDDEN = 32768, 16, 256, 256
 EVAL_TASK, NUM_VECTOR_ENVS = "regime-chain", 64
 
@@ -82,7 +81,7 @@ def bench_model_rollout(quick: bool) -> dict[str, Any]:
     wide as the reference's. Default thread count; ``--quick`` uses 4096 rows and one round.
     """
     rows = 4_096 if quick else ROLLOUT_ROWS
-    shipped = TinyRecursiveModel.load(CHECKPOINTS / "sp500")  # input width 34, hidden 128, n_latent 3, n_cycles 1
+    shipped = TinyRecursiveModel.load(shipped_checkpoint("sp500"))  # input width 34, hidden 128, n_latent 3
     x = torch.randn(rows, shipped.input_dim, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     wide = TinyRecursiveModel(**{**shipped.config, "hidden_dim": WIDE_HIDDEN}).eval()
@@ -145,7 +144,7 @@ def bench_evaluate_table(quick: bool) -> dict[str, Any]:
 
 def bench_env_from_saved(quick: bool) -> dict[str, Any]:
     """Builds/s of a HaltingEnv from a saved table vs from a fresh simulation (no disk cache), val split."""
-    model = TinyRecursiveModel.load(CHECKPOINTS / EVAL_TASK)
+    model = TinyRecursiveModel.load(shipped_checkpoint(EVAL_TASK))
     with tempfile.TemporaryDirectory() as tmp:
         saved = simulate(EVAL_TASK, model, split="val", cache_dir=False).save(Path(tmp) / "val")
 

@@ -29,11 +29,11 @@ from threadpoolctl import threadpool_limits
 from trm_env import TinyRecursiveModel
 from trm_env.io import write_json_atomic
 from trm_env.loss import profit_weight, profit_weighted_ce
+from trm_env.rollouts import shipped_checkpoint
 from trm_env.tasks import Task, load_task
 from trm_env.training import TrainConfig, evaluate_steps, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "trm_env" / "checkpoints"
 CONFIGS = ROOT / "experiments" / "configs"
 TASKS = ("sp500", "regime-chain")
 TIME_BARS = {"sp500": 60.0, "regime-chain": 300.0}
@@ -49,9 +49,10 @@ HGB_MAX_ITER = 200
 
 def load_shipped(name: str) -> tuple[TinyRecursiveModel, Task, float]:
     """The shipped checkpoint of ``name``, its task and the pnl scale it was trained with."""
-    config = json.loads((SHIPPED / name / "config.json").read_text())["train"]
+    config = json.loads((shipped_checkpoint(name) / "config.json").read_text())["train"]
     task = load_task(config["task"], **config["task_kwargs"])
-    return TinyRecursiveModel.load(SHIPPED / name, input_dim=task.num_features), task, config["pnl_scale"]
+    model = TinyRecursiveModel.load(shipped_checkpoint(name), input_dim=task.num_features)
+    return model, task, config["pnl_scale"]
 
 
 def retrain(name: str) -> tuple[TinyRecursiveModel, Task, float, float]:

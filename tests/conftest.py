@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from trm_env.model import TinyRecursiveModel
-from trm_env.task import Task
+from trm_env.rollouts import REWARDS, Rollouts, observation_layout
+from trm_env.task import Task, split_by_fractions
 from trm_env.training import TrainConfig, train
 
 
@@ -23,11 +24,9 @@ def ten_class_task(n: int = 600, seed: int = 0) -> Task:
     size = 0.02 * np.exp(0.5 * rng.standard_normal(n))
     pnl_matrix = (-size[:, None] * rng.uniform(0.2, 1.0, size=(n, 10))).astype(np.float32)
     pnl_matrix[np.arange(n), labels] = size
-    cut = np.cumsum([int(0.6 * n), int(0.2 * n)])
-    splits = {name: np.arange(lo, hi, dtype=np.int64) for name, lo, hi in zip(("train", "val", "test"),
-                                                                           (0, *cut), (*cut, n), strict=True)}
     return Task(name="ten-class", features=features, labels=labels.astype(np.int64),
-                pnl=pnl_matrix[np.arange(n), labels], pnl_matrix=pnl_matrix, dates=np.arange(n), splits=splits,
+                pnl=pnl_matrix[np.arange(n), labels], pnl_matrix=pnl_matrix, dates=np.arange(n),
+                splits=split_by_fractions(n, (0.5, 0.2, 0.1, 0.2)),
                 strategy_names=tuple(f"c{i}" for i in range(10)), feature_names=tuple(f"f{i}" for i in range(10)),
                 difficulty=rng.integers(1, 4, size=n))  # fmt: skip
 
@@ -39,3 +38,27 @@ def ten_class() -> tuple[Task, TinyRecursiveModel]:
     config = TrainConfig(task="ten-class", hidden_dim=16, max_steps=6, epochs=3, pnl_scale=0.03, class_weights=False)
     model, _ = train(config, task=task, progress=False, tensorboard=False)
     return task, model
+
+
+def hand_rollouts(rewards: np.ndarray, features: np.ndarray | None = None, name: str = "hand") -> Rollouts:
+    """A hand-made table: (N, K) terminal rewards; ``features`` (N, K, H) fill the latent columns.
+
+    Two classes; the step fraction column is filled, the probabilities are uniform; the rewards of every
+    mode are ``rewards``.
+    """
+    n, k = rewards.shape
+    features = np.zeros((n, k, 1)) if features is None else features
+    layout = observation_layout(2, features.shape[-1])
+    observations = np.zeros((n, k, layout["latent"].stop), dtype=np.float32)
+    observations[..., layout["probs"]] = 0.5
+    observations[..., layout["max_prob"]] = 0.5
+    observations[..., layout["step_fraction"]] = (np.arange(1, k + 1) / k)[None, :, None]
+    observations[..., layout["latent"]] = features
+    zeros, summary = np.zeros((n, k)), layout["latent"].start
+    return Rollouts(key=name, task_name=name, split="halt",
+                    observations={"summary": observations[..., :summary].copy(), "latent": observations},
+                    halt_reward=dict.fromkeys(REWARDS, rewards.astype(float)), prediction=zeros.astype(np.int64),
+                    correct=zeros.astype(bool), pnl=zeros, profit_weighted_ce=-rewards, halt_prob=zeros,
+                    index=np.arange(n), label=np.zeros(n, dtype=np.int64), difficulty=None, date=None,
+                    reference_steps={}, layout=layout, num_classes=2, max_steps=k, pnl_scale=0.05, horizon=1,
+                    strategy_names=("a", "b"))  # fmt: skip

@@ -33,12 +33,12 @@ from agents.evaluation import EPISODE_COLUMNS
 from agents.rl import save_rl_policy
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.model import TinyRecursiveModel
-from trm_env.rollouts import simulate
+from trm_env.rollouts import shipped_checkpoint, simulate
 from trm_env.task import Task
 from trm_env.tasks import load_task
 
 TASKS = ("regime-chain", "sp500")
-DIM = 13  # summary layout of 8 classes: probs 0..7, max prob 8, entropy 9, halt prob 10, step fraction 11, movement 12
+DIM = 16  # summary layout of 8 classes: probs 0..7, then max prob 8, entropy 9, halt prob 10, step fraction 11, ...
 MAX_PROB, HALT_PROB, STEP_FRACTION = 8, 10, 11
 
 
@@ -86,7 +86,7 @@ def test_policies_read_their_column_from_the_table(ten_class: tuple[Task, TinyRe
     table = simulate(task, model, split="test")
     head = HaltHeadPolicy(0.5)
     head.bind(table)
-    obs = np.zeros((2, 15), dtype=np.float32)
+    obs = np.zeros((2, 18), dtype=np.float32)
     obs[0, 10] = 1.0  # where an 8-class layout would put the halt probability: here a class probability
     obs[1, 12] = 1.0
     assert head.act(obs).tolist() == [0, 1]
@@ -97,7 +97,8 @@ def test_every_family_runs_on_ten_classes(ten_class: tuple[Task, TinyRecursiveMo
     table = simulate(task, model, split="test")
     rl = train_rl_policy(task=task, checkpoint=model, total_timesteps=256, n_envs=4, split="val", progress=False)
     episodes = evaluate_policies([*rule_policies(max_steps=6), rl], table)
-    assert set(episodes["policy"]) == {"halt_head", "confidence", "fixed_depth", "random", "oracle", "rl_ppo"}
+    assert set(episodes["policy"]) == {"halt_head", "confidence", "kl_exit", "entropy_exit", "patience", "fixed_depth",
+                                       "random", "oracle", "rl_ppo"}  # fmt: skip
     assert episodes["halt_step"].between(1, 6).all() and episodes["prediction"].between(0, 9).all()
     head = evaluate(HaltHeadPolicy(0.01), table)
     fires = table.halt_prob > 0.01
@@ -110,8 +111,9 @@ def test_policy_names_and_params() -> None:
     assert (FixedDepthPolicy(4).name, FixedDepthPolicy(4).param) == ("fixed_depth", 4)
     assert (RandomPolicy(0.2).name, RandomPolicy(0.2).param) == ("random", 0.2)
     assert OraclePolicy().name == "oracle" and math.isnan(OraclePolicy().param)
-    assert set(agents.POLICY_NAMES) == {"halt_head", "rl_ppo", "rl_dqn", "fixed_depth", "confidence", "oracle",
-                                        "random"}  # fmt: skip
+    assert set(agents.POLICY_NAMES) == {"halt_head", "confidence", "kl_exit", "entropy_exit", "patience", "fixed_depth",
+                                        "random", "oracle", "fitted_q", "correct_head", "continuation_head", "ponder",
+                                        "act", "rl_ppo", "rl_dqn"}  # fmt: skip
 
 
 @pytest.mark.parametrize("k", [1, 3, 8, 16, 40])
@@ -260,7 +262,7 @@ def test_evaluate_takes_a_table_a_folder_or_env_kwargs(tmp_path: Path) -> None:
     frame = evaluate(HaltHeadPolicy(0.5), table)
     table.save(tmp_path / "val")
     pd.testing.assert_frame_equal(evaluate(HaltHeadPolicy(0.5), tmp_path / "val"), frame)
-    checkpoint = simulate.__globals__["CHECKPOINT_DIR"] / "regime-chain"
+    checkpoint = shipped_checkpoint("regime-chain")
     pd.testing.assert_frame_equal(evaluate(HaltHeadPolicy(0.5), "regime-chain", "val", checkpoint=checkpoint), frame)
     with pytest.raises(ValueError, match="split='test' disagrees"):
         evaluate(HaltHeadPolicy(0.5), table, split="test")

@@ -1,50 +1,62 @@
-"""The checkpoints shipped inside the package reproduce their recorded metrics."""
+"""The checkpoints shipped inside the package (three TRM seeds per task) reproduce their recorded metrics."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from trm_env import TinyRecursiveModel
+from trm_env.rollouts import SHIPPED_SEEDS, shipped_checkpoint
 from trm_env.tasks import load_task
 from trm_env.training import TrainConfig, evaluate_steps, train
 
-SHIPPED = Path(__file__).resolve().parents[1] / "trm_env" / "checkpoints"
 TASKS = ("sp500", "regime-chain")
+SHIPPED = [(task, seed) for task in TASKS for seed in SHIPPED_SEEDS]
 
 
-def _recorded(name: str) -> tuple[dict, dict]:
-    folder = SHIPPED / name
+def _recorded(name: str, seed: int) -> tuple[dict, dict]:
+    folder = shipped_checkpoint(name, seed)
     return json.loads((folder / "config.json").read_text()), json.loads((folder / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(name: str):
-    assert (SHIPPED / name / "model.pt").stat().st_size < 1_000_000
-    config, metrics = _recorded(name)
+@pytest.mark.parametrize(("name", "seed"), SHIPPED)
+def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(name: str, seed: int) -> None:
+    assert (shipped_checkpoint(name, seed) / "model.pt").stat().st_size < 1_000_000
+    config, metrics = _recorded(name, seed)
+    assert config["train"]["seed"] == seed and config["task"] == name
     task = load_task(config["task"], **config["train"]["task_kwargs"])
     assert task.fingerprint() == config["task_fingerprint"], "the task data changed since the checkpoint"
-    model = TinyRecursiveModel.load(SHIPPED / name, input_dim=task.num_features)
-    for split in ("val", "test"):
-        now = evaluate_steps(model, task, split, config["train"]["pnl_scale"])
-        for key in ("accuracy", "mean_pnl", "profit_weighted_ce"):
+    model = TinyRecursiveModel.load(shipped_checkpoint(name, seed), input_dim=task.num_features)
+    assert model.train_config == config["train"]  # the training config travels inside model.pt
+    threshold = config["train"]["confidence_threshold"]
+    for split in ("halt", "val", "test"):
+        now = evaluate_steps(model, task, split, config["train"]["pnl_scale"], threshold)
+        for key in ("accuracy", "mean_pnl", "profit_weighted_ce", "halt_target_rate"):
             np.testing.assert_allclose(now[key], metrics[split][key], rtol=0, atol=1e-6, err_msg=f"{split} {key}")
         assert now["halt_head"]["histogram"] == metrics[split]["halt_head"]["histogram"]
 
 
-def test_regime_chain_checkpoint_meets_the_depth_bar():
-    _, metrics = _recorded("regime-chain")
+@pytest.mark.parametrize("seed", SHIPPED_SEEDS)
+def test_regime_chain_checkpoints_meet_the_depth_bar(seed: int) -> None:
+    _, metrics = _recorded("regime-chain", seed)
     accuracy = metrics["test"]["accuracy"]
     assert accuracy[-1] >= accuracy[0] + 0.15
 
 
+@pytest.mark.parametrize("name", TASKS)
+def test_halt_targets_are_not_degenerate_on_train(name: str) -> None:
+    """Every shipped TRM's halt target is positive for 10-90% of its train samples over all steps."""
+    for seed in SHIPPED_SEEDS:
+        rate = np.mean(_recorded(name, seed)[1]["train"]["halt_target_rate"])
+        assert 0.1 <= rate <= 0.9, (name, seed, rate)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TASKS)
-def test_retraining_from_the_stored_config_lands_within_tolerance(name: str):
-    config, metrics = _recorded(name)
+def test_retraining_from_the_stored_config_lands_within_tolerance(name: str) -> None:
+    config, metrics = _recorded(name, 0)
     _, fresh = train(TrainConfig(**config["train"]), progress=False)
     for key, tol in (("accuracy", 0.02), ("profit_weighted_ce", 0.02)):
         assert abs(fresh["test"][key][-1] - metrics["test"][key][-1]) <= tol, key

@@ -21,9 +21,9 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import trm_env.env as env_module
 from trm_env.env import ENV_IDS, HaltingCore, HaltingEnv, HaltingVectorEnv, register_envs
 from trm_env.model import TinyRecursiveModel
+from trm_env.rollouts import shipped_checkpoint
 from trm_env.sb3 import HaltingSB3VecEnv, make_sb3_vec_env
 from trm_env.tasks import Task, load_task
 
@@ -36,7 +36,7 @@ def _task_name(env_id: str) -> str:
 
 
 def _model(env_id: str) -> TinyRecursiveModel:
-    return TinyRecursiveModel.load(env_module.CHECKPOINT_DIR / _task_name(env_id))
+    return TinyRecursiveModel.load(shipped_checkpoint(_task_name(env_id)))
 
 
 def _rollout(env: gym.Env, actions: np.random.Generator, steps: int) -> list[tuple[Any, ...]]:
@@ -241,11 +241,15 @@ def test_rewards_and_observations_by_hand(env_id: str, halt_step: int | None) ->
     }
     previous = probs[t - 2] if t > 1 else np.full(c, 1.0 / c)
     halt_prob = 1.0 / (1.0 + math.exp(-halt_logits[t - 1]))
+    entropy = [-(p * np.log(p)).sum() for p in (previous, probs[t - 1])]
+    argmax = logits.argmax(-1)
+    stable = next((t - s for s in range(t - 1, 0, -1) if argmax[s - 1] != argmax[t - 1]), t)
     summary = np.concatenate(
         [
             probs[t - 1],
-            [probs[t - 1].max(), -(probs[t - 1] * np.log(probs[t - 1])).sum(), halt_prob, t / k],
-            [0.5 * np.abs(probs[t - 1] - previous).sum()],
+            [probs[t - 1].max(), entropy[1], halt_prob, t / k],
+            [0.5 * np.abs(probs[t - 1] - previous).sum(), (probs[t - 1] * np.log(probs[t - 1] / previous)).sum()],
+            [entropy[1] - entropy[0], stable],
         ]
     )
     for reward_mode, terminal in expected.items():
@@ -258,8 +262,8 @@ def test_rewards_and_observations_by_hand(env_id: str, halt_step: int | None) ->
             total += reward
         assert terminated and not truncated and info["step"] == t
         np.testing.assert_allclose(total, -0.01 * (t - 1) + terminal, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(obs[: c + 5], summary, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(obs[c + 5 :], y[t - 1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(obs[: c + 8], summary, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(obs[c + 8 :], y[t - 1], rtol=1e-5, atol=1e-6)
         assert info["prediction"] == prediction and info["correct"] == (prediction == label)
         np.testing.assert_allclose(info["pnl"], task.pnl_matrix[row, prediction], rtol=1e-6)
         np.testing.assert_allclose(info["profit_weighted_ce"], -expected["profit_weighted_ce"], rtol=1e-5, atol=1e-6)
@@ -280,7 +284,7 @@ def test_one_step_episodes_commit_at_once() -> None:
     env = gym.make(REGISTERED[0], max_steps=1, reward="correct")
     for action in (0, 1):
         obs, info = env.reset(options={"index": 2})
-        assert obs[-2] == 1.0  # step fraction 1/1
+        assert obs[env.unwrapped.rollouts.layout["step_fraction"]] == 1.0  # step 1 of 1
         _, reward, terminated, truncated, _ = env.step(action)
         assert terminated and not truncated and reward == float(info["correct"])
 
@@ -321,7 +325,6 @@ def regime_chain() -> Task:
         ({"reward": "sharpe"}, "unknown reward 'sharpe'; valid: .*profit_weighted_ce.*pnl.*correct"),
         ({"observation": "pixels"}, "unknown observation 'pixels'; valid: .*summary.*latent"),
         ({"split": "holdout"}, "unknown split 'holdout'; valid splits: .*train.*val.*test"),
-        ({"render_mode": "human"}, "unknown render_mode 'human'; valid: .*ansi"),
         ({"max_steps": 0}, "max_steps must be an integer in 1..16"),
         ({"max_steps": 10_000}, "max_steps must be an integer in 1..16"),
         ({"max_steps": 2.5}, "max_steps must be an integer"),
@@ -332,6 +335,12 @@ def regime_chain() -> Task:
 def test_bad_arguments_are_refused(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         HaltingEnv(**{"task": _task_name(REGISTERED[0]), **kwargs})
+
+
+def test_unknown_render_mode_is_a_type_error() -> None:
+    """A TypeError: SB3's make_vec_env and PPO(id) retry without a render mode on exactly that."""
+    with pytest.raises(TypeError, match=r"unknown render_mode 'human'; valid: .*ansi.*rgb_array"):
+        HaltingEnv(task=_task_name(REGISTERED[0]), render_mode="human")
 
 
 def test_checkpoint_of_another_width_is_refused(regime_chain: Task, tmp_path: Path) -> None:

@@ -29,9 +29,10 @@ def regime_chain() -> Task:
 
 def test_layout_is_contiguous_and_named() -> None:
     layout = observation_layout(10, 4)
-    assert list(layout) == ["probs", "max_prob", "entropy", "halt_prob", "step_fraction", "movement", "latent"]
+    assert list(layout) == ["probs", "max_prob", "entropy", "halt_prob", "step_fraction", "movement", "kl_prev",
+                            "entropy_delta", "stable_steps", "latent"]  # fmt: skip
     assert layout["probs"] == slice(0, 10) and layout["halt_prob"] == slice(12, 13)
-    assert layout["latent"] == slice(15, 19)
+    assert layout["latent"] == slice(18, 22)
     stops = [s.stop for s in layout.values()]
     assert [s.start for s in layout.values()] == [0, *stops[:-1]]
 
@@ -39,9 +40,9 @@ def test_layout_is_contiguous_and_named() -> None:
 def test_table_shapes_and_consistency(regime_chain: Task) -> None:
     table = simulate(regime_chain, split="test")
     n, k = len(regime_chain.split("test")), 16
-    assert table.observations["summary"].shape == (n, k, 13) and table.observations["latent"].shape == (n, k, 141)
+    assert table.observations["summary"].shape == (n, k, 16) and table.observations["latent"].shape == (n, k, 144)
     assert table.observations["summary"].dtype == np.float32
-    np.testing.assert_array_equal(table.observations["latent"][..., :13], table.observations["summary"])
+    np.testing.assert_array_equal(table.observations["latent"][..., :16], table.observations["summary"])
     for array in (table.prediction, table.correct, table.pnl, table.profit_weighted_ce, table.halt_prob,
                   *table.halt_reward.values()):  # fmt: skip
         assert array.shape == (n, k)
@@ -51,8 +52,13 @@ def test_table_shapes_and_consistency(regime_chain: Task) -> None:
     np.testing.assert_array_equal(table.halt_reward["profit_weighted_ce"], -table.profit_weighted_ce)
     np.testing.assert_array_equal(table.halt_reward["correct"], table.correct.astype(float))
     np.testing.assert_allclose(table.halt_reward["pnl"], table.pnl / 0.05)
-    layout = table.layout
-    np.testing.assert_allclose(table.observations["summary"][..., layout["halt_prob"]][..., 0], table.halt_prob, 1e-6)
+    layout, summary = table.layout, table.observations["summary"]
+    np.testing.assert_allclose(summary[..., layout["halt_prob"]][..., 0], table.halt_prob, 1e-6)
+    stable = summary[..., layout["stable_steps"]][..., 0]
+    assert (stable[:, 0] == 1).all() and (np.diff(stable, axis=1) <= 1).all()
+    same = table.prediction[:, 1:] == table.prediction[:, :-1]
+    np.testing.assert_array_equal(stable[:, 1:][same], stable[:, :-1][same] + 1)
+    assert (stable[:, 1:][~same] == 1).all()
     assert table.date is None and table.difficulty is not None and table.horizon == 1
     assert (table.num_classes, table.max_steps, table.pnl_scale) == (8, 16, 0.05)
     low, high = table.bounds("latent")
@@ -128,7 +134,7 @@ def test_any_class_count_and_the_checkpoint_pnl_scale(ten_class: tuple[Task, Tin
     task, model = ten_class
     table = simulate(task, model, split="test")
     assert table.num_classes == 10 and table.max_steps == 6 and table.pnl_scale == 0.03
-    assert table.layout["halt_prob"] == slice(12, 13) and table.observations["summary"].shape[-1] == 15
+    assert table.layout["halt_prob"] == slice(12, 13) and table.observations["summary"].shape[-1] == 18
     rows = task.split("test")
     with torch.no_grad():
         logits, _ = model.rollout(torch.from_numpy(task.features[rows]))

@@ -1,5 +1,5 @@
-"""The main job ``experiments/run.py`` end to end on a tiny config: artifacts, resume, --force, bad input,
-failed stages, and the notebook executed against the tiny run."""
+"""The main job ``experiments/run.py`` end to end on a tiny config: artifacts, the protocol, resume, --force,
+bad input, failed stages, and the notebook executed against the tiny run."""
 
 from __future__ import annotations
 
@@ -16,18 +16,23 @@ import pandas as pd
 import pytest
 import torch
 
-from agents.curves import CURVE_COLUMNS
 from agents.evaluation import EPISODE_COLUMNS
 from agents.rl import RLHaltingPolicy
+from agents.study import CURVE_COLUMNS, SUMMARY_COLUMNS
 from trm_env.model import TinyRecursiveModel
+from trm_env.rollouts import shipped_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 NOTEBOOK = EXPERIMENTS / "halting_curves.ipynb"
 TASK = "regime-chain"
-TINY = {"tasks": [TASK], "step_costs": [0.01], "seeds": [0], "total_timesteps": 1024, "n_envs": 8}
-PLOTS = ("accuracy", "mean_pnl", "profit_weighted_ce", "halting_steps", "difficulty")
-FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "oracle", "random"}
+TINY = {"tasks": [TASK], "trm_seeds": [0, 1], "step_costs": [0.01], "rl_seeds": [0], "total_timesteps": 1024,
+        "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"]}  # fmt: skip
+PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty")
+FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
+            "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag"}  # fmt: skip
+GROUPS = ("rules", "rl", "fitted_q", "continuation_head")
+STAGES = 2 * (1 + len(GROUPS))  # per TRM seed: one RL agent and its evaluation groups
 
 
 def _load_run_module() -> ModuleType:
@@ -49,9 +54,13 @@ def _config(folder: Path, **overrides: object) -> Path:
     return path
 
 
-def _rl_zip(out: Path) -> Path:
-    (path,) = sorted((out / "rl" / TASK).glob("*.zip"))
+def _rl_zip(out: Path, seed: int = 0) -> Path:
+    (path,) = sorted((out / "rl" / TASK / f"trm{seed}").glob("*.zip"))
     return path
+
+
+def _key(artifact: Path) -> dict:
+    return json.loads(artifact.with_name(f"{artifact.name}.key.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -69,82 +78,109 @@ def _copy(run: Path, tmp_path: Path) -> Path:
     return target
 
 
+def _main(run_module: ModuleType, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    capsys.readouterr()
+    assert run_module.main(list(args)) == 0
+    return capsys.readouterr().out
+
+
 def test_tiny_run_writes_every_artifact(tiny_run: Path) -> None:
     expected = ["config.json", "curves.csv", "episodes.csv", "summary.csv", "report.md",
-                f"episodes/{TASK}.csv", *[f"{TASK}_{plot}.png" for plot in PLOTS]]  # fmt: skip
+                *[f"{TASK}_{plot}.png" for plot in PLOTS],
+                *[f"episodes/{TASK}/trm{s}/{g}.npz" for s in (0, 1) for g in GROUPS]]  # fmt: skip
     for name in expected:
         path = tiny_run / name
         assert path.is_file() and path.stat().st_size > 0, name
     for name in PLOTS:
         assert (tiny_run / f"{TASK}_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     agent = _rl_zip(tiny_run)
-    assert agent.with_suffix(".json").is_file()
-    assert RLHaltingPolicy.load(agent).name == "rl_ppo"
+    assert agent.with_suffix(".json").is_file() and RLHaltingPolicy.load(agent).name == "rl_ppo"
+    assert json.loads(agent.with_suffix(".json").read_text())["split"] == "halt"
     assert not list(tiny_run.rglob(".*.tmp*")), "atomic writes left temp files behind"
     config = json.loads((tiny_run / "config.json").read_text())
     assert {key: config[key] for key in TINY} == TINY
     report = (tiny_run / "report.md").read_text()
+    assert "`halt`, which the TRM never saw" in report and "made on `val`" in report
     for name in PLOTS:
         assert f"({TASK}_{name}.png)" in report
 
 
-def test_tiny_run_tables(tiny_run: Path) -> None:
+def test_curves_hold_every_point_on_val_and_test(tiny_run: Path) -> None:
     curves = pd.read_csv(tiny_run / "curves.csv")
     assert list(curves.columns) == list(CURVE_COLUMNS)
-    assert set(curves["policy"]) == FAMILIES and set(curves["task"]) == {TASK}
-    assert (curves["accuracy_lo"] <= curves["accuracy"] + 1e-12).all()
-    assert (curves["accuracy"] <= curves["accuracy_hi"] + 1e-12).all()
-    oracle = curves.loc[curves["policy"] == "oracle", "mean_return"].max()
-    assert (curves["mean_return"] <= oracle + 1e-12).all()
-    episodes = pd.read_csv(tiny_run / "episodes.csv")
-    assert list(episodes.columns) == ["task", "policy", "param", "seed", *EPISODE_COLUMNS, "difficulty"]
-    assert set(episodes["policy"]) == FAMILIES
-    per_point = episodes.groupby(["policy", "param", "seed"], dropna=False)["index"]
-    assert per_point.nunique().eq(per_point.size()).all()  # every sample once per policy point
-    assert per_point.size().nunique() == 1
-    pd.testing.assert_frame_equal(pd.read_csv(tiny_run / "episodes" / f"{TASK}.csv"), episodes)
-    summary = pd.read_csv(tiny_run / "summary.csv").set_index("policy")
-    assert set(summary.index) == FAMILIES
-    assert summary.loc["oracle", "oracle_gain_share"] == pytest.approx(1.0)
+    assert set(curves["policy"]) == FAMILIES and set(curves["split"]) == {"val", "test"}
+    per_split = curves.groupby("split").size()
+    assert per_split["val"] == per_split["test"] > 60
+    for metric in ("accuracy", "mean_return"):
+        assert (curves[f"{metric}_lo"] <= curves[metric] + 1e-12).all()
+        assert (curves[metric] <= curves[f"{metric}_hi"] + 1e-12).all()
+    assert (curves["n_trm_seeds"] == 2).all()
+    for split, frame in curves.groupby("split"):
+        oracle = frame.loc[frame["policy"] == "oracle", "mean_return"].max()
+        assert (frame["mean_return"] <= oracle + 1e-12).all(), split
+
+
+def test_summary_is_chosen_on_val_and_reported_on_test(tiny_run: Path) -> None:
+    curves, summary = pd.read_csv(tiny_run / "curves.csv"), pd.read_csv(tiny_run / "summary.csv")
+    assert list(summary.columns)[: len(SUMMARY_COLUMNS)] == list(SUMMARY_COLUMNS)
+    assert set(summary["policy"]) == FAMILIES and (summary["selected_on"] == "val").all()
+    val, test = (curves[curves["split"] == s] for s in ("val", "test"))
+    for _, row in summary.iterrows():
+        family_val = val[val["policy"] == row["policy"]]
+        best = family_val.loc[family_val["mean_return"].idxmax(), "param"]
+        assert best == row["param"] or (pd.isna(best) and pd.isna(row["param"])), row["policy"]
+        point = test[(test["policy"] == row["policy"]) & ((test["param"] == row["param"]) | test["param"].isna())]
+        assert point["mean_return"].iloc[0] == pytest.approx(row["mean_return"])
+    rows = summary.set_index("policy")
+    assert rows.loc["fixed_depth", "gain"] == 0.0 and rows.loc["oracle", "oracle_gain_share"] == pytest.approx(1.0)
+    assert (rows["n_trm_seeds"] == 2).all() and rows.loc["rl_ppo", "n_rl_seeds"] == 1
+
+
+def test_episodes_are_the_chosen_points_on_test(tiny_run: Path) -> None:
+    episodes, summary = pd.read_csv(tiny_run / "episodes.csv"), pd.read_csv(tiny_run / "summary.csv")
+    assert list(episodes.columns) == ["task", "trm_seed", "policy", "param", "seed", *EPISODE_COLUMNS, "difficulty"]
+    assert set(episodes["policy"]) == FAMILIES and set(episodes["trm_seed"]) == {0, 1}
+    per_point = episodes.groupby(["trm_seed", "policy", "seed"])["index"]
+    assert per_point.nunique().eq(per_point.size()).all() and per_point.size().nunique() == 1
+    means = episodes.groupby("policy")["episode_return"].mean()
+    pd.testing.assert_series_equal(means.sort_index(), summary.set_index("policy")["mean_return"].sort_index(),
+                                   check_names=False)  # fmt: skip
 
 
 def test_resume_skips_finished_stages(tiny_run: Path, run_module: ModuleType,
                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    agent, stage = _rl_zip(tiny_run), tiny_run / "episodes" / f"{TASK}.csv"
+    agent, stage = _rl_zip(tiny_run), tiny_run / "episodes" / TASK / "trm0" / "rl.npz"
     before = {path: path.stat().st_mtime_ns for path in (agent, agent.with_suffix(".json"), stage)}
-    capsys.readouterr()
-    assert run_module.main(["--config", str(_config(tiny_run.parent)), "--out", str(tiny_run)]) == 0
-    assert "stages run now: 0" in capsys.readouterr().out
+    out = _main(run_module, capsys, "--config", str(_config(tiny_run.parent)), "--out", str(tiny_run))
+    assert "stages run now: 0" in out
     assert {path: path.stat().st_mtime_ns for path in before} == before
 
 
 def test_force_redoes_stages(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     out = _copy(tiny_run, tmp_path)
-    agent, stage = _rl_zip(out), out / "episodes" / f"{TASK}.csv"
+    agent, stage = _rl_zip(out), out / "episodes" / TASK / "trm1" / "rules.npz"
     for path in (agent, stage):
         os.utime(path, ns=(10**9, 10**9))  # 1970: any rewrite shows
-    capsys.readouterr()
-    assert run_module.main(["--config", str(_config(tmp_path)), "--out", str(out), "--force"]) == 0
-    assert "stages run now: 2" in capsys.readouterr().out
+    assert f"stages run now: {STAGES}" in _main(run_module, capsys, "--config", str(_config(tmp_path)), "--out",
+                                                  str(out), "--force")  # fmt: skip
     assert agent.stat().st_mtime_ns != 10**9 and stage.stat().st_mtime_ns != 10**9
     assert RLHaltingPolicy.load(agent).name == "rl_ppo"
 
 
 def _boom(*args: object, **kwargs: object) -> None:
-    raise RuntimeError("training failed")
+    raise RuntimeError("stage failed")
 
 
 def test_failed_stage_keeps_finished_artifacts(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     out = _copy(tiny_run, tmp_path)
     agent = _rl_zip(out)
-    saved = {path: path.read_bytes() for path in (agent, agent.with_suffix(".json"), out / "episodes.csv")}
-    monkeypatch.setattr(run_module, "train_rl_policy", _boom)
-    with pytest.raises(RuntimeError, match="training failed"):
+    saved = {path: path.read_bytes() for path in (agent, agent.with_suffix(".json"), out / "summary.csv")}
+    monkeypatch.setattr(run_module, "train_rl_stage", _boom)
+    with pytest.raises(RuntimeError, match="stage failed"):
         run_module.main(["--config", str(_config(tmp_path)), "--out", str(out), "--force"])
     assert {path: path.read_bytes() for path in saved} == saved
-    assert RLHaltingPolicy.load(agent).name == "rl_ppo"
     assert not list(out.rglob(".*.tmp*"))
 
 
@@ -156,8 +192,8 @@ def test_changed_config_refused_unless_force(tiny_run: Path, run_module: ModuleT
     with pytest.raises(ValueError, match="different config"):
         run_module.main(changed)
     assert (out / "config.json").read_bytes() == recorded
-    monkeypatch.setattr(run_module, "train_rl_policy", _boom)  # --force gets past the check, to the RL stage
-    with pytest.raises(RuntimeError, match="training failed"):
+    monkeypatch.setattr(run_module, "train_rl_stage", _boom)  # --force gets past the check, to the RL stage
+    with pytest.raises(RuntimeError, match="stage failed"):
         run_module.main([*changed, "--force"])
     assert (out / "config.json").read_bytes() == recorded  # written last: the forced run never finished
 
@@ -165,68 +201,63 @@ def test_changed_config_refused_unless_force(tiny_run: Path, run_module: ModuleT
 def test_interrupted_forced_run_leaves_no_stale_stage(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """Defect 2: a forced run with a new config dies midway. config.json still holds the old config, so a plain
-    rerun with the new one is refused, and a plain rerun with the old one redoes the stage the dead run replaced
-    instead of reporting "stages run now: 0" over an agent trained under the other config."""
+    """A forced run with a new config dies midway. config.json still holds the old config, so a plain rerun
+    with the new one is refused, and a plain rerun with the old one redoes what the dead run replaced."""
     out = _copy(tiny_run, tmp_path)
     changed = ["--config", str(_config(tmp_path, total_timesteps=512)), "--out", str(out)]
-    monkeypatch.setattr(run_module, "evaluate_policies", _boom)  # dies after the RL stage, before episodes
-    with pytest.raises(RuntimeError, match="training failed"):
+    monkeypatch.setattr(run_module, "evaluate_stage", _boom)  # dies after the first RL stage
+    with pytest.raises(RuntimeError, match="stage failed"):
         run_module.main([*changed, "--force"])
     monkeypatch.undo()
     agent = _rl_zip(out)
-    assert json.loads(agent.with_name(f"{agent.name}.key.json").read_text())["total_timesteps"] == 512
+    assert _key(agent)["total_timesteps"] == 512
     with pytest.raises(ValueError, match="different config"):
         run_module.main(changed)
     (tmp_path / "old").mkdir()
-    capsys.readouterr()
-    assert run_module.main(["--config", str(_config(tmp_path / "old")), "--out", str(out)]) == 0
-    assert "stages run now: 2" in capsys.readouterr().out  # the RL agent and, since it changed, the episodes
-    assert json.loads(agent.with_name(f"{agent.name}.key.json").read_text())["total_timesteps"] == 1024
-    key = json.loads((out / "episodes" / f"{TASK}.csv.key.json").read_text())
-    assert key["rl"] == [run_module.sha256_file(agent)]
+    text = _main(run_module, capsys, "--config", str(_config(tmp_path / "old")), "--out", str(out))
+    assert "stages run now: 2" in text  # the RL agent of TRM seed 0 and, since it changed, its RL evaluation
+    assert _key(agent)["total_timesteps"] == 1024
+    assert _key(out / "episodes" / TASK / "trm0" / "rl.npz")["rl"] == [run_module.sha256_file(agent)]
 
 
 def test_retrain_is_keyed_on_the_training_config(run_module: ModuleType, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 2: with retrain, a changed training config redoes the TRM (and so everything after it)."""
+    """With retrain, a changed training config redoes the TRMs (and so everything after them)."""
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / f"{TASK}.json").write_text(json.dumps({"task": TASK, "epochs": 1}))
-    trained: list[int] = []
+    trained: list[tuple[int, int]] = []
 
-    def fake_train(config: object, out_dir: Path) -> None:  # the shipped model stands in for a trained one
-        trained.append(config.epochs)
-        shutil.copytree(run_module.CHECKPOINT_DIR / TASK, out_dir, dirs_exist_ok=True)
+    def fake_train(task: str, seed: int, config_path: Path, out_dir: Path) -> None:
+        trained.append((json.loads(config_path.read_text())["epochs"], seed))
+        shutil.copytree(shipped_checkpoint(task, seed), out_dir, dirs_exist_ok=True)  # the shipped model stands in
 
     monkeypatch.setattr(run_module, "CONFIG_DIR", configs)
-    monkeypatch.setattr(run_module, "train", fake_train)
+    monkeypatch.setattr(run_module, "train_trm_stage", fake_train)
     args = ["--config", str(_config(tmp_path, total_timesteps=256)), "--out", str(tmp_path / "run"), "--retrain"]
     assert run_module.main(args) == 0 and run_module.main(args) == 0
-    assert trained == [1]
+    assert trained == [(1, 0), (1, 1)]
     (configs / f"{TASK}.json").write_text(json.dumps({"task": TASK, "epochs": 2}))
     assert run_module.main(args) == 0
-    assert trained == [1, 2]
+    assert trained == [(1, 0), (1, 1), (2, 0), (2, 1)]
 
 
-def test_a_changed_checkpoint_redoes_rl_and_episodes(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """Defect 2: stages are keyed on the TRM's content; another checkpoint redoes both, the same one neither."""
+def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Stages are keyed on the TRM's content: changing seed 1's checkpoint redoes its five stages only."""
     out = _copy(tiny_run, tmp_path / "copy")
     shipped = tmp_path / "checkpoints"
-    shutil.copytree(run_module.CHECKPOINT_DIR / TASK, shipped / TASK)
-    monkeypatch.setattr(run_module, "CHECKPOINT_DIR", shipped)
+    for seed in (0, 1):
+        shutil.copytree(shipped_checkpoint(TASK, seed), shipped / TASK / f"seed{seed}")
+    monkeypatch.setattr(run_module, "shipped_checkpoint", lambda task, seed: shipped / task / f"seed{seed}")
     config = ["--config", str(_config(tmp_path)), "--out", str(out)]
-    capsys.readouterr()
-    assert run_module.main(config) == 0
-    assert "stages run now: 0" in capsys.readouterr().out
-    model = TinyRecursiveModel.load(shipped / TASK)
+    assert "stages run now: 0" in _main(run_module, capsys, *config)
+    model = TinyRecursiveModel.load(shipped / TASK / "seed1")
     with torch.no_grad():
         model.task_head.bias += 0.5
-    model.save(shipped / TASK / "model.pt")
-    assert run_module.main(config) == 0
-    assert "stages run now: 2" in capsys.readouterr().out
+    model.save(shipped / TASK / "seed1" / "model.pt")
+    assert f"stages run now: {STAGES // 2}" in _main(run_module, capsys, *config)
 
 
 @pytest.mark.parametrize(
@@ -235,15 +266,19 @@ def test_a_changed_checkpoint_redoes_rl_and_episodes(tiny_run: Path, run_module:
         ({"step_costs": []}, "step_costs"),
         ({"step_costs": [0.01, -0.01]}, "step_costs"),
         ({"step_costs": ["cheap"]}, "step_costs"),
+        ({"trm_seeds": [0.5]}, "trm_seeds"),
+        ({"rl_seeds": []}, "rl_seeds"),
         ({"algo": "a2c"}, "algo"),
+        ({"learners": ["fitted_q", "magic"]}, "unknown: \\['magic'\\]"),
         ({"learning_rate": 0.1}, "unknown config keys"),
-        ({"tasks": ["nasdaq"]}, r"shipped checkpoint; \['nasdaq'\] lack one"),
+        ({"tasks": ["nasdaq"]}, r"shipped checkpoint per TRM seed; \['nasdaq'\] lack one"),
+        ({"trm_seeds": [0, 7]}, r"\['regime-chain'\] lack one"),
         ({"tasks": []}, "non-empty list of tasks"),
     ],
 )
 def test_bad_config_refused_before_any_work(overrides: dict[str, object], match: str, run_module: ModuleType,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.setattr(run_module, "train_rl_policy", _boom)
+    monkeypatch.setattr(run_module, "train_rl_stage", _boom)
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=match):
         run_module.main(["--config", str(_config(tmp_path, **overrides)), "--out", str(out)])
@@ -263,10 +298,10 @@ def test_help_exits_zero() -> None:
     assert "--force" in result.stdout and "--config" in result.stdout
 
 
-@pytest.mark.skipif(not NOTEBOOK.is_file(), reason="no notebook yet")
 def test_notebook_executes(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "stored with outputs"
     monkeypatch.setenv("RUN_DIR", str(tiny_run))

@@ -19,13 +19,15 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from trm_env.model import TinyRecursiveModel
+from trm_env.render import episode_frame
 from trm_env.rollouts import OBSERVATIONS, REWARDS, Rollouts, as_rollouts
 from trm_env.task import Task
+from trm_env.tasks import load_task
 
 __all__ = ["DEFAULT_STEP_COST", "RENDER_MODES", "CoreAttributes", "HaltingCore", "IndexSampler", "check_choice"]
 
 DEFAULT_STEP_COST = 0.01
-RENDER_MODES = ("ansi",)
+RENDER_MODES = ("ansi", "rgb_array")
 INFO_FIELDS = ("index", "step", "prediction", "label", "correct", "pnl", "profit_weighted_ce", "halt_prob")
 BLOCK = 256  # sample positions are drawn this many at a time from each sub-env's Generator
 
@@ -50,12 +52,18 @@ class HaltingCore:
         observation: str = "summary",
         render_mode: str | None = None,
         rollouts: Rollouts | str | Path | None = None,
+        task_kwargs: dict[str, Any] | None = None,
     ) -> None:
         check_choice("reward", reward, REWARDS)
         check_choice("observation", observation, OBSERVATIONS)
-        check_choice("render_mode", render_mode, (None, *RENDER_MODES))
+        if render_mode not in (None, *RENDER_MODES):  # a TypeError, which SB3's make_vec_env falls back on
+            raise TypeError(f"unknown render_mode {render_mode!r}; valid: {[None, *RENDER_MODES]}")
         if isinstance(step_cost, bool) or not isinstance(step_cost, numbers.Real) or not 0 <= step_cost < np.inf:
             raise ValueError(f"step_cost must be a finite number >= 0, got {step_cost!r}")
+        if task_kwargs:
+            if not isinstance(task, str):
+                raise ValueError("task_kwargs go with a task name (load_task's overrides), not with a Task object")
+            task = load_task(task, **task_kwargs)
         source = ("sp500" if task is None else task) if rollouts is None else rollouts
         self.rollouts = table = as_rollouts(source, checkpoint, split, max_steps)
         name = task.name if isinstance(task, Task) else task
@@ -154,6 +162,17 @@ class HaltingCore:
         batch = {key: column[rows] for key, column in self.info_columns.items()}
         batch.update(dict.fromkeys(self._mask_keys, mask))
         return batch
+
+    def render(self, row: int, done: bool) -> str | np.ndarray | None:
+        """The state at ``row`` in the env's render mode: a line of text, a picture, or None."""
+        if self.render_mode == "ansi":
+            return self.describe(row)
+        if self.render_mode != "rgb_array":
+            return None
+        start = row - row % self.max_steps
+        probs = self.observations[start : row + 1, self.rollouts.layout["probs"]]
+        halt = self.info_columns["halt_prob"][start : row + 1]
+        return episode_frame(probs, halt, int(self.info_columns["label"][row]), self.max_steps, done)
 
     def describe(self, row: int) -> str:
         """One line of text about a state (the "ansi" rendering)."""

@@ -61,19 +61,23 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
 
     A float32 `Box` describing the model after step `t` (C strategies, H = the model's hidden size); the
     column slices are `self.rollouts.layout` (`probs`, `max_prob`, `entropy`, `halt_prob`,
-    `step_fraction`, `movement`, `latent`), defined once in `trm_env.rollouts.observation_layout`:
+    `step_fraction`, `movement`, `kl_prev`, `entropy_delta`, `stable_steps`, `latent`), defined once in
+    `trm_env.rollouts.observation_layout`:
 
     | Index        | Observation                                                          | Min      | Max     |
     |--------------|----------------------------------------------------------------------|----------|---------|
     | 0 .. C-1     | probability of each strategy p_t (softmax of the task head)          | 0        | 1       |
     | C            | max probability                                                      | 0        | 1       |
-    | C+1          | entropy of p_t (nats)                                                | 0        | ln C    |
+    | C+1          | entropy H_t of p_t (nats)                                            | 0        | ln C    |
     | C+2          | the halt head's probability (sigmoid of the halt logit)              | 0        | 1       |
     | C+3          | step fraction t / max_steps, in (0, 1]                               | 0        | 1       |
     | C+4          | movement 0.5 * sum abs(p_t - p_(t-1)) (total variation; p_0 uniform) | 0        | 1       |
-    | C+5 .. C+4+H | `observation="latent"` only: the answer state y_t                    | -sqrt(H) | sqrt(H) |
+    | C+5          | KL(p_t ‖ p_(t-1)), clipped at 30                                     | 0        | 30      |
+    | C+6          | entropy change H_t - H_(t-1) (H_0 = ln C)                            | -ln C    | ln C    |
+    | C+7          | steps in a row, up to t, whose argmax is step t's (>= 1)             | 0        | K       |
+    | C+8 .. C+7+H | `observation="latent"` only: the answer state y_t                    | -sqrt(H) | sqrt(H) |
 
-    `observation="summary"` (default) has the first C + 5 components (13 for 8 strategies). y ends in a
+    `observation="summary"` (default) has the first C + 8 components (16 for 8 strategies). y ends in a
     parameter-free RMSNorm, which bounds every component by sqrt(H).
 
     ## Rewards
@@ -118,16 +122,18 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
     | Parameter     | Type                   | Default                | Description                                 |
     |---------------|------------------------|------------------------|---------------------------------------------|
     | `task`        | str or `Task`          | `"sp500"`              | a name of `trm_env.tasks.TASK_NAMES`        |
-    | `checkpoint`  | path, run dir or model | shipped for the task   | `trm_env/checkpoints/<task>/model.pt`       |
-    | `split`       | str                    | `"test"`               | `"train"`, `"val"` or `"test"`              |
+    | `checkpoint`  | path, run dir or model | shipped for the task   | `trm_env/checkpoints/<task>/seed0/`         |
+    | `split`       | str                    | `"test"`               | `"train"`, `"halt"`, `"val"` or `"test"`    |
     | `max_steps`   | int                    | the model's K          | recursion steps per episode, 1..K           |
     | `step_cost`   | float >= 0             | `0.01`                 | the cost of each "continue"                 |
     | `reward`      | str                    | `"profit_weighted_ce"` | or `"pnl"`, `"correct"`                     |
     | `observation` | str                    | `"summary"`            | or `"latent"`                               |
-    | `render_mode` | str or None            | `None`                 | `"ansi"`: one line of text per state        |
+    | `render_mode` | str or None            | `None`                 | `"ansi"` (a line of text) or `"rgb_array"`  |
     | `rollouts`    | `Rollouts` or folder   | None                   | a table (or `Rollouts.save` folder) to view |
+    | `task_kwargs` | dict or None           | None                   | `load_task` overrides, e.g. `{"path": ...}` |
 
     With `rollouts=`, the table fixes task, model, split and K (arguments that disagree raise `ValueError`).
+    Your own prices: `gym.make(id, task="csv", task_kwargs={"path": "prices.csv"}, checkpoint="runs/my-trm")`.
 
     ## Vectorized environment
 
@@ -153,9 +159,10 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
         observation: str = "summary",
         render_mode: str | None = None,
         rollouts: Rollouts | str | Path | None = None,
+        task_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.core = HaltingCore(task, checkpoint, split, max_steps, step_cost, reward, observation, render_mode,
-                                rollouts)  # fmt: skip
+                                rollouts, task_kwargs)  # fmt: skip
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.render_mode = render_mode
@@ -197,8 +204,10 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
             self.core.info(self._row),
         )
 
-    def render(self) -> str | None:
-        return self.core.describe(self._row) if self.render_mode == "ansi" else None
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: one line about the state; ``"rgb_array"``: a picture of the episode so far
+        (``trm_env.render``: probabilities and halt probability per step, the committed answer once halted)."""
+        return self.core.render(self._row, self._done)
 
 
 class HaltingVectorEnv(CoreAttributes, VectorEnv):
@@ -275,10 +284,11 @@ class HaltingVectorEnv(CoreAttributes, VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
         return self.core.observations[rows], rewards, terminated, truncated, self.core.info_batch(rows, self._all)
 
-    def render(self) -> tuple[str, ...] | None:
-        if self.render_mode != "ansi":
+    def render(self) -> tuple[Any, ...] | None:
+        if self.render_mode is None:
             return None
-        return tuple(self.core.describe(row) for row in self._rows.tolist())
+        return tuple(self.core.render(row, done) for row, done in zip(self._rows.tolist(), self._prev_done.tolist(),
+                                                                        strict=True))  # fmt: skip
 
 
 def register_envs() -> None:

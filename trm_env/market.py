@@ -2,8 +2,7 @@
 
 Entry points used by ``trm_env.tasks.load_task``: ``load_arch_task`` (S&P 500 / NASDAQ shipped inside
 ``arch``) and ``load_csv_task`` (the user's own CSV or Parquet). Both validate with ``prepare_prices`` and
-build with ``build_market_task``. ``raw_features`` and ``strategy_positions`` are causal: the values of day
-t use prices up to and including t only.
+build with ``build_market_task`` on the causal features and positions of ``trm_env.features``.
 
 Pnl of strategy i for decision day t over horizon h, with simple returns r(s) = P(s) / P(s-1) - 1:
 
@@ -13,6 +12,7 @@ Pnl of strategy i for decision day t over horizon h, with simple returns r(s) = 
 from __future__ import annotations
 
 import warnings
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from trm_env.checks import check_int
-from trm_env.task import Task, standardise
+from trm_env.features import POSITION_BOUNDS, STRATEGY_NAMES, raw_features, strategy_positions
+from trm_env.task import SPLITS, Task, standardise
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -33,29 +34,9 @@ __all__ = [
     "strategy_positions",
 ]
 
-STRATEGY_NAMES = (
-    "buy_and_hold",
-    "defensive",
-    "volatility_targeted",
-    "momentum_scaled",
-    "ma_trend",
-    "mean_reversion",
-    "breakout",
-    "drawdown_scaled",
-)
-# (floor, cap) per strategy: distinct bounds keep two strategies from sitting on the same bound for a week.
-POSITION_BOUNDS = {
-    "buy_and_hold": (1.0, 1.0),
-    "defensive": (0.5, 0.8),
-    "volatility_targeted": (0.2, 1.6),
-    "momentum_scaled": (0.1, 2.0),
-    "ma_trend": (0.15, 1.8),
-    "mean_reversion": (0.3, 1.75),
-    "breakout": (0.1, 1.6),
-    "drawdown_scaled": (0.25, 0.95),
-}
 LONGEST_WINDOW = 252  # ret_252 / drawdown_252: the first sample is the 253rd row
-TRADING_DAYS = 252
+DEFAULT_ENDS = {"train_end": "2010-12-31", "halt_end": "2012-12-31", "val_end": "2014-12-31"}
+PROPORTIONS = (0.6, 0.1, 0.1, 0.2)  # train, halt, val, test: when the data do not cover DEFAULT_ENDS
 PRICE_COLUMNS = ("open", "high", "low", "close")
 DATE_NAMES = ("date", "datetime", "timestamp")
 ARCH_SOURCES = {"sp500": "arch.data.sp500", "nasdaq": "arch.data.nasdaq"}
@@ -153,96 +134,6 @@ def read_price_file(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-# -------------------------------------------------------------------------------------------- features
-
-
-def _log_returns(price: pd.Series) -> pd.Series:
-    return np.log(price).diff()
-
-
-def _safe_ratio(num: pd.Series, den: pd.Series, fill: float) -> pd.Series:
-    """num / den, ``fill`` where den == 0 (NaN stays NaN)."""
-    return (num / den.where(den != 0)).where(den != 0, fill).where(num.notna() & den.notna())
-
-
-def _range_position(price: pd.Series, window: int) -> pd.Series:
-    """Where the price sits in its ``window``-day min..max range: 0 at the low, 1 at the high."""
-    low = price.rolling(window).min()
-    high = price.rolling(window).max()
-    return _safe_ratio(price - low, high - low, 0.5)
-
-
-def _realized_vol(log_ret: pd.Series, window: int) -> pd.Series:
-    """Annualised standard deviation of daily log returns over ``window`` days."""
-    return log_ret.rolling(window).std() * np.sqrt(TRADING_DAYS)
-
-
-def _drawdown(price: pd.Series, window: int) -> pd.Series:
-    return price / price.rolling(window).max() - 1.0
-
-
-def _rsi(log_ret: pd.Series, window: int) -> pd.Series:
-    """Wilder RSI rescaled to [-1, 1]: (gain - loss) / (gain + loss) with EMA(alpha=1/window)."""
-    gain = log_ret.clip(lower=0).ewm(alpha=1 / window, adjust=False, min_periods=window).mean()
-    loss = (-log_ret).clip(lower=0).ewm(alpha=1 / window, adjust=False, min_periods=window).mean()
-    return _safe_ratio(gain - loss, gain + loss, 0.0)
-
-
-def strategy_positions(price: pd.Series) -> pd.DataFrame:
-    """Positions (T, 8) decided at each close from prices up to that day, each clipped to its own bounds."""
-    log_ret = _log_returns(price)
-    daily_vol_21 = log_ret.rolling(21).std()
-    momentum_z = np.log(price / price.shift(126)) / (log_ret.rolling(63).std() * np.sqrt(126))
-    reversal_z = np.log(price / price.shift(5)) / (daily_vol_21 * np.sqrt(5))
-    raw = {
-        "buy_and_hold": pd.Series(1.0, index=price.index),
-        "defensive": 0.5 + 0.3 * _range_position(price, TRADING_DAYS),
-        "volatility_targeted": 0.10 / (daily_vol_21 * np.sqrt(TRADING_DAYS)),
-        "momentum_scaled": 1.0 + 0.5 * momentum_z,
-        "ma_trend": 1.0 + 15.0 * np.log(price / price.rolling(50).mean()),
-        "mean_reversion": 1.0 - 0.25 * reversal_z,
-        "breakout": 0.1 + 1.5 * _range_position(price, 20),
-        "drawdown_scaled": 0.95 + 4.0 * _drawdown(price, TRADING_DAYS),
-    }
-    return pd.DataFrame({name: raw[name].clip(*POSITION_BOUNDS[name]) for name in STRATEGY_NAMES})
-
-
-def raw_features(prices: pd.DataFrame) -> pd.DataFrame:
-    """Unstandardised features (T, F) of a canonical price frame; NaN during the warm-up.
-
-    Intraday features need open/high/low/close and volume features need volume; absent columns skip them.
-    """
-    price = prices["price"]
-    log_ret = _log_returns(price)
-    features: dict[str, pd.Series] = {}
-    for lag in (1, 2, 5, 10, 21, 63, 126, 252):
-        features[f"ret_{lag}"] = np.log(price / price.shift(lag))
-    for window in (5, 10, 21, 63):
-        features[f"vol_{window}"] = _realized_vol(log_ret, window)
-    for window in (10, 21, 50, 200):
-        features[f"ma_dist_{window}"] = np.log(price / price.rolling(window).mean())
-    for window in (63, 252):
-        features[f"drawdown_{window}"] = _drawdown(price, window)
-    features["rsi_14"] = _rsi(log_ret, 14)
-    for window in (20, 63):
-        features[f"range_pos_{window}"] = _range_position(price, window)
-    if {"high", "low"} <= set(prices.columns):
-        high, low = prices["high"], prices["low"]
-        features["hl_range_1"] = np.log(high / low)
-        features["hl_range_10"] = features["hl_range_1"].rolling(10).mean()
-        if "close" in prices.columns:
-            features["close_loc"] = _safe_ratio(prices["close"] - low, high - low, 0.5)
-    if {"open", "close"} <= set(prices.columns):
-        features["gap"] = np.log(prices["open"] / prices["close"].shift(1))
-    if "volume" in prices.columns:
-        volume = prices["volume"]
-        mean_21, std_21 = volume.rolling(21).mean(), volume.rolling(21).std()
-        features["volume_z_21"] = _safe_ratio(volume - mean_21, std_21, 0.0)
-        features["volume_ratio_63"] = _safe_ratio(volume, volume.rolling(63).mean(), 1.0)
-    positions = strategy_positions(price).drop(columns="buy_and_hold")  # constant 1.0: no information
-    return pd.concat([pd.DataFrame(features), positions.add_prefix("pos_")], axis=1)
-
-
 # ------------------------------------------------------------------------------------------------ task
 
 
@@ -272,23 +163,22 @@ def _timestamp(name: str, value: Any) -> pd.Timestamp:
     return stamp
 
 
-def _split_index(
-    dates: np.ndarray, train_end: pd.Timestamp, val_end: pd.Timestamp, embargo: int
-) -> dict[str, np.ndarray]:
-    """Chronological split indices; the last ``embargo`` samples before each boundary are dropped."""
-    n = len(dates)
-    first_val = int(np.searchsorted(dates, train_end.to_datetime64(), side="right"))
-    first_test = int(np.searchsorted(dates, val_end.to_datetime64(), side="right"))
-    bounds = {
-        "train": (0, first_val - embargo),
-        "val": (first_val, first_test - embargo),
-        "test": (first_test, n),
-    }
+def _covers(dates: np.ndarray, ends: dict[str, pd.Timestamp], embargo: int) -> bool:
+    """Whether every split ending on ``ends`` (and the test split after them) keeps more than ``embargo`` samples."""
+    cuts = [0, *(int(np.searchsorted(dates, end.to_datetime64(), side="right")) for end in ends.values()), len(dates)]
+    return all(stop - start > embargo for start, stop in pairwise(cuts))
+
+
+def _split_index(dates: np.ndarray, ends: dict[str, pd.Timestamp], embargo: int) -> dict[str, np.ndarray]:
+    """Chronological split indices (each split ends on its date in ``ends``, the last runs to the end of
+    the data); the last ``embargo`` samples before each boundary are dropped."""
+    firsts = [0, *(int(np.searchsorted(dates, end.to_datetime64(), side="right")) for end in ends.values())]
+    stops = [first - embargo for first in firsts[1:]] + [len(dates)]
     splits = {}
-    for split, (start, stop) in bounds.items():
+    for split, start, stop in zip(SPLITS, firsts, stops, strict=True):
         if stop <= start:
-            raise ValueError(f"split {split!r} is empty with train_end={train_end.date()}, "
-                             f"val_end={val_end.date()}, embargo={embargo}")
+            dates_text = ", ".join(f"{name}={end.date()}" for name, end in ends.items())
+            raise ValueError(f"split {split!r} is empty with {dates_text}, embargo={embargo}")
         splits[split] = np.arange(start, stop, dtype=np.int64)
     return splits
 
@@ -298,26 +188,34 @@ def build_market_task(
     name: str,
     horizon: int = 5,
     cost: float = 0.0005,
-    train_end: Any = "2012-12-31",
-    val_end: Any = "2014-12-31",
+    train_end: Any = None,
+    halt_end: Any = None,
+    val_end: Any = None,
     embargo: int | None = None,
     source: str = "frame",
 ) -> Task:
-    """Validate ``prices`` (any daily OHLCV frame, see ``prepare_prices``) and build the market Task."""
+    """Validate ``prices`` (any daily OHLCV frame, see ``prepare_prices``) and build the market Task.
+
+    Split ends default to ``DEFAULT_ENDS``; when no end is given and the data do not cover those dates,
+    the splits take ``PROPORTIONS`` of the samples in time order instead. Explicit dates always win.
+    """
     horizon = check_int("horizon", horizon)
     embargo = horizon if embargo is None else check_int("embargo", embargo)
     if embargo < horizon:
         raise ValueError(f"embargo must be >= horizon ({horizon}), got {embargo}")
     if isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < np.inf:
         raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
-    train_stamp, val_stamp = _timestamp("train_end", train_end), _timestamp("val_end", val_end)
-    if train_stamp >= val_stamp:
-        raise ValueError(f"train_end ({train_stamp.date()}) must be before val_end ({val_stamp.date()})")
+    given = {"train_end": train_end, "halt_end": halt_end, "val_end": val_end}
+    ends = {name: _timestamp(name, DEFAULT_ENDS[name] if value is None else value) for name, value in given.items()}
+    for (earlier, a), (later, b) in pairwise(ends.items()):
+        if a >= b:
+            raise ValueError(f"{earlier} ({a.date()}) must be before {later} ({b.date()})")
 
     canonical = prepare_prices(prices, source, min_rows=LONGEST_WINDOW + horizon + 1)
     first, last = canonical.index[0], canonical.index[-1]
-    for arg, stamp in (("train_end", train_stamp), ("val_end", val_stamp)):
-        if not first <= stamp < last:
+    explicit = any(value is not None for value in given.values())
+    for arg, stamp in ends.items():
+        if explicit and not first <= stamp < last:
             raise ValueError(f"{source}: {arg}={stamp.date()} lies outside the data "
                              f"({first.date()} .. {last.date()}, exclusive end)")
 
@@ -332,12 +230,16 @@ def build_market_task(
                          f"{canonical.index[keep[row]].date()} (row {keep[row]})")
     pnl_matrix = pnl_matrix[keep].astype(np.float32)
     dates = canonical.index.to_numpy()[keep]
-    splits = _split_index(dates, train_stamp, val_stamp, embargo)
+    rule = "dates"
+    if not explicit and not _covers(dates, ends, embargo):
+        edges = (np.cumsum(PROPORTIONS[:-1]) * len(dates)).astype(int) - 1
+        ends, rule = {name: pd.Timestamp(dates[i]) for name, i in zip(DEFAULT_ENDS, edges, strict=True)}, "proportions"
+    splits = _split_index(dates, ends, embargo)
     labels = pnl_matrix.argmax(axis=1).astype(np.int64)  # ties: lowest strategy index
     params = {
-        "source": source, "horizon": horizon, "cost": float(cost), "train_end": str(train_stamp.date()),
-        "val_end": str(val_stamp.date()), "embargo": embargo,
-        "rows_dropped": {"warmup": LONGEST_WINDOW, "last_horizon": horizon, "embargo": 2 * embargo},
+        "source": source, "horizon": horizon, "cost": float(cost), **{k: str(v.date()) for k, v in ends.items()},
+        "embargo": embargo, "split_rule": rule,
+        "rows_dropped": {"warmup": LONGEST_WINDOW, "last_horizon": horizon, "embargo": 3 * embargo},
         "position_bounds": dict(POSITION_BOUNDS),
     }
     return Task(

@@ -14,7 +14,7 @@ K, the pnl scale and this code.
 
 >>> rollouts = simulate("regime-chain", split="test")
 >>> rollouts.observations["summary"].shape, rollouts.layout["halt_prob"]
-((1800, 16, 13), slice(10, 11, None))
+((2400, 16, 16), slice(10, 11, None))
 """
 
 from __future__ import annotations
@@ -34,39 +34,30 @@ from trm_env.checks import check_int
 from trm_env.io import atomic_dir
 from trm_env.loss import profit_weighted_ce
 from trm_env.model import TinyRecursiveModel
+from trm_env.observation import OBSERVATIONS, observation_layout, observation_limits, observation_table
 from trm_env.task import Task
 from trm_env.tasks import load_task
 
-__all__ = ["CHECKPOINT_DIR", "OBSERVATIONS", "REWARDS", "Rollouts", "as_rollouts", "observation_layout", "simulate"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "OBSERVATIONS",
+    "REWARDS",
+    "SHIPPED_SEEDS",
+    "Rollouts",
+    "as_rollouts",
+    "observation_layout",
+    "shipped_checkpoint",
+    "simulate",
+]
 
-OBSERVATIONS = ("summary", "latent")
 REWARDS = ("profit_weighted_ce", "pnl", "correct")
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+SHIPPED_SEEDS = (0, 1, 2)
 _PACKAGE = Path(__file__).parent
-_CODE_DIGEST = hashlib.sha256(b"".join((_PACKAGE / f).read_bytes() for f in ("rollouts.py", "model.py", "loss.py")))
+_CODE = ("rollouts.py", "observation.py", "model.py", "loss.py")  # the code a table depends on: part of its key
+_CODE_DIGEST = hashlib.sha256(b"".join((_PACKAGE / name).read_bytes() for name in _CODE))
 _MEMORY: OrderedDict[str, Rollouts] = OrderedDict()
 _MEMORY_SIZE = 8
-
-
-def observation_layout(num_classes: int, hidden_dim: int) -> dict[str, slice]:
-    """Name -> column slice of the observation: C class probabilities, five statistics, then y (latent only).
-
-    The "summary" observation is every column before ``latent``; "latent" adds the answer state y.
-    """
-    widths = {"probs": num_classes, "max_prob": 1, "entropy": 1, "halt_prob": 1, "step_fraction": 1,
-              "movement": 1, "latent": hidden_dim}  # fmt: skip
-    layout, start = {}, 0
-    for name, width in widths.items():
-        layout[name] = slice(start, start + width)
-        start += width
-    return layout
-
-
-def _limits(num_classes: int, hidden_dim: int) -> dict[str, tuple[float, float]]:
-    """Per layout entry, its (low, high); y ends in a parameter-free RMSNorm, so |y_j| <= sqrt(hidden_dim)."""
-    return {"probs": (0.0, 1.0), "max_prob": (0.0, 1.0), "entropy": (0.0, float(np.log(num_classes))),
-            "halt_prob": (0.0, 1.0), "step_fraction": (0.0, 1.0), "movement": (0.0, 1.0),
-            "latent": (-float(np.sqrt(hidden_dim)), float(np.sqrt(hidden_dim)))}  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +68,7 @@ class Rollouts:
     float64, the terminal reward of halting at step t+1 before step costs; per step (N, K):
     ``prediction``, ``correct``, ``pnl`` (realized pnl of the prediction), ``profit_weighted_ce``,
     ``halt_prob``; per sample (N,): ``index`` (row in the task), ``label``, ``difficulty`` and ``date``
-    where the task has them.
+    where the task has them, and the task's privileged ``reference_steps``.
     """
 
     key: str
@@ -94,6 +85,7 @@ class Rollouts:
     label: np.ndarray
     difficulty: np.ndarray | None
     date: np.ndarray | None
+    reference_steps: dict[str, np.ndarray]
     layout: dict[str, slice]
     num_classes: int
     max_steps: int
@@ -108,7 +100,8 @@ class Rollouts:
     def bounds(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """The (low, high) float32 bounds of an observation mode, from the layout."""
         width = self.observations[mode].shape[-1]
-        limits = _limits(self.num_classes, self.layout["latent"].stop - self.layout["latent"].start)
+        hidden = self.layout["latent"].stop - self.layout["latent"].start
+        limits = observation_limits(self.num_classes, hidden, self.max_steps)
         low, high = np.zeros(width, np.float32), np.zeros(width, np.float32)
         for name, columns in self.layout.items():
             if columns.start < width:
@@ -155,7 +148,8 @@ class Rollouts:
         if not (path / "meta.json").is_file():
             raise ValueError(f"{str(path)!r} is not a saved Rollouts folder (no meta.json)")
         meta = json.loads((path / "meta.json").read_text())
-        values: dict[str, Any] = {**meta, "observations": {}, "halt_reward": {}, "difficulty": None, "date": None}
+        values: dict[str, Any] = {**meta, "observations": {}, "halt_reward": {}, "reference_steps": {},
+                                  "difficulty": None, "date": None}  # fmt: skip
         values["layout"] = {name: slice(*bounds) for name, bounds in meta["layout"].items()}
         values["strategy_names"] = tuple(meta["strategy_names"])
         for file in path.glob("*.npy"):
@@ -193,12 +187,17 @@ def default_cache_dir() -> Path | None:
 # ---- simulation -----------------------------------------------------------------------------------
 
 
+def shipped_checkpoint(task_name: str, seed: int = 0) -> Path:
+    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (0, 1 and 2 are shipped)."""
+    return CHECKPOINT_DIR / task_name / f"seed{seed}"
+
+
 def resolve_model(checkpoint: str | Path | TinyRecursiveModel | None, task: Task) -> TinyRecursiveModel:
-    """The model from ``checkpoint`` (default: the shipped one for the task), checked against the task."""
+    """The model from ``checkpoint`` (default: the task's shipped seed-0 TRM), checked against the task."""
     if isinstance(checkpoint, TinyRecursiveModel):
         model = checkpoint
     elif checkpoint is None or isinstance(checkpoint, str | os.PathLike):
-        path = CHECKPOINT_DIR / task.name if checkpoint is None else Path(checkpoint)
+        path = shipped_checkpoint(task.name) if checkpoint is None else Path(checkpoint)
         if checkpoint is None and not (path / "model.pt").is_file():
             raise ValueError(f"no shipped checkpoint for task {task.name!r} at {str(path)!r}; "
                              "pass checkpoint=<model.pt, run directory or TinyRecursiveModel>")  # fmt: skip
@@ -265,24 +264,9 @@ def _simulate(model: TinyRecursiveModel, task: Task, split: str, k: int, key: st
     x = torch.from_numpy(np.ascontiguousarray(task.features[rows]))
     logits, halt_logits, y = (t.cpu() for t in model.to(device).rollout(x.to(device), steps=k, return_answers=True))
     model.to("cpu")
-    n, c, hidden = logits.shape[0], logits.shape[-1], y.shape[-1]
-    probs = logits.softmax(-1)
-    previous = torch.cat([torch.full_like(probs[:, :1], 1.0 / c), probs[:, :-1]], dim=1)
+    c = logits.shape[-1]
     halt_prob = halt_logits.sigmoid()
-    stats = {
-        "probs": probs,
-        "max_prob": probs.amax(-1, keepdim=True),
-        "entropy": -(probs * logits.log_softmax(-1)).sum(-1, keepdim=True),
-        "halt_prob": halt_prob[..., None],
-        "step_fraction": (torch.arange(1, k + 1, dtype=torch.float32) / k).expand(n, k)[..., None],
-        "movement": 0.5 * (probs - previous).abs().sum(-1, keepdim=True),
-        "latent": y,
-    }
-    layout = observation_layout(c, hidden)
-    latent = torch.cat([stats[name] for name in layout], dim=-1).numpy()
-    limits = _limits(c, hidden)
-    for name, columns in layout.items():
-        np.clip(latent[..., columns], *limits[name], out=latent[..., columns])
+    latent, layout = observation_table(logits, halt_logits, y)
     summary_width = layout["latent"].start
     labels = torch.from_numpy(task.labels[rows])
     pred = logits.argmax(-1)
@@ -298,6 +282,7 @@ def _simulate(model: TinyRecursiveModel, task: Task, split: str, k: int, key: st
         prediction=pred.numpy(), correct=correct, pnl=realized.numpy(), profit_weighted_ce=pwce.double().numpy(),
         halt_prob=halt_prob.double().numpy(), index=rows.copy(), label=labels.numpy(),
         difficulty=None if task.difficulty is None else task.difficulty[rows].copy(), date=dates,
+        reference_steps={name: steps[rows].copy() for name, steps in task.reference_steps.items()},
         layout=layout, num_classes=c, max_steps=k, pnl_scale=model.pnl_scale, horizon=task.horizon,
         strategy_names=tuple(task.strategy_names),
     )  # fmt: skip

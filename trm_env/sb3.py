@@ -12,7 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from trm_env.checks import check_int
@@ -98,18 +98,22 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
     ) -> list[Any]:
         if method_name != "render":
             raise AttributeError(f"sub-env method {method_name!r} is not supported; only 'render' is")
-        return [self.core.describe(int(self._rows[env])) for env in self._get_indices(indices)]
+        return [self.core.render(int(self._rows[env]), False) for env in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        return [None for _ in range(self.num_envs)]
+        if self.render_mode != "rgb_array":
+            return [None for _ in range(self.num_envs)]
+        return [self.core.render(int(row), False) for row in self._rows]
 
 
-def make_sb3_vec_env(num_envs: int = 1, seed: int | None = None, **env_kwargs: Any) -> HaltingSB3VecEnv:
-    """A ``HaltingSB3VecEnv``; with ``seed``, sub-env i is seeded with ``seed + i`` at the first reset."""
+def make_sb3_vec_env(num_envs: int = 1, seed: int | None = None, monitor: bool = True, **env_kwargs: Any
+                     ) -> VecEnv:  # fmt: skip
+    """A ``HaltingSB3VecEnv``, wrapped in ``VecMonitor`` (episode returns and lengths, ``rollout/ep_rew_mean``)
+    unless ``monitor=False``; with ``seed``, sub-env i is seeded with ``seed + i`` at the first reset."""
     venv = HaltingSB3VecEnv(num_envs, **env_kwargs)
     if seed is not None:
         venv.seed(seed)
-    return venv
+    return VecMonitor(venv) if monitor else venv

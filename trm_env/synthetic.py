@@ -17,7 +17,12 @@ what it found. Harder samples (larger d) need more steps; thinking past step d g
 Pnl: the paying strategy earns ``+s`` and every other strategy loses ``-s * u_j``, with a per-sample
 size ``s = scale * exp(0.5 * N(0, 1))`` and ``u_j ~ U(0.2, 1)``, so the same profit-weighted loss
 applies. Labels are the argmax of the pnl matrix (the true regime). Splits are by sample index
-70/15/15 (the samples are i.i.d., so no embargo is needed).
+(train/halt/val/test = 55/20/10/15%; the samples are i.i.d., so no embargo is needed).
+
+What it tests: when to stop *gathering evidence*. Thinking past step d gains nothing, so two
+privileged rules (``Task.reference_steps``) bound what reading the input could give: ``at_difficulty``
+halts right after step d (it knows d), ``final_flag`` halts at the first report whose noisy final flag
+reads above 0.5 (it reads the input, which no halting policy sees).
 """
 
 from __future__ import annotations
@@ -25,16 +30,17 @@ from __future__ import annotations
 import numpy as np
 
 from trm_env.checks import check_int
-from trm_env.task import Task, standardise
+from trm_env.task import Task, split_by_fractions, standardise
 
 __all__ = ["NAME", "load_regime_chain"]
 
 NAME = "regime-chain"
 STRATEGIES = tuple(f"regime_{k}" for k in range(8))
+FRACTIONS = (0.55, 0.2, 0.1, 0.15)
 
 
 def load_regime_chain(
-    n: int = 12_000,
+    n: int = 16_000,
     seed: int = 0,
     n_chunks: int = 16,
     max_difficulty: int = 8,
@@ -72,12 +78,8 @@ def load_regime_chain(
     pnl_matrix = -size[:, None] * rng.uniform(0.2, 1.0, size=(n, classes))
     pnl_matrix[np.arange(n), regime] = size
 
-    train_end, val_end = int(0.7 * n), int(0.85 * n)
-    splits = {
-        "train": np.arange(0, train_end, dtype=np.int64),
-        "val": np.arange(train_end, val_end, dtype=np.int64),
-        "test": np.arange(val_end, n, dtype=np.int64),
-    }
+    splits = split_by_fractions(n, FRACTIONS)
+    flag_seen = chunks[..., classes] > 0.5
     features = standardise(chunks.reshape(n, -1), splits["train"])
     names = tuple(
         f"report{t + 1}_{'final' if c == classes else f'vote{c}'}"
@@ -98,6 +100,8 @@ def load_regime_chain(
         difficulty=difficulty.astype(np.int64),
         n_chunks=n_chunks,
         chunk_dim=classes + 1,
+        reference_steps={"at_difficulty": difficulty.astype(np.int64),
+                         "final_flag": np.where(flag_seen.any(1), flag_seen.argmax(1) + 1, n_chunks).astype(np.int64)},
         params=dict(
             n=n, seed=seed, n_chunks=n_chunks, max_difficulty=max_difficulty, hint=hint, noise=noise, scale=scale
         ),

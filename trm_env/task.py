@@ -18,9 +18,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["SPLITS", "Task", "standardise"]
+__all__ = ["SPLITS", "Task", "split_by_fractions", "standardise"]
 
-SPLITS = ("train", "val", "test")
+# train: the TRM fits here. halt: every halting learner (RL, fitted-Q, post-hoc heads) fits here, on data
+# the TRM never saw. val: every choice (knobs, costs, hyperparameters; the TRM's early stopping). test: reports.
+SPLITS = ("train", "halt", "val", "test")
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +32,9 @@ class Task:
     Arrays (N samples, F features, C strategies): ``features`` (N, F) float32 standardised with
     train-split statistics; ``labels`` (N,) int64 = argmax of ``pnl_matrix``; ``pnl`` (N,) float32 =
     pnl of the labelled strategy; ``pnl_matrix`` (N, C) float32; ``dates`` (N,) (a sample index for
-    synthetic data); ``difficulty`` (N,) int64 or None.
+    synthetic data); ``difficulty`` (N,) int64 or None; ``reference_steps``: per-sample halting steps
+    (N,) of privileged rules the task defines (rules that read what no halting policy sees, such as
+    the step at which the answer arrives), shown beside the learned policies as references.
 
     ``n_chunks``/``chunk_dim`` describe the stream input mode: when ``n_chunks > 0`` the last
     ``n_chunks * chunk_dim`` feature columns are per-step chunks, and recursion step t sees chunk t.
@@ -49,6 +53,7 @@ class Task:
     n_chunks: int = 0
     chunk_dim: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    reference_steps: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -59,7 +64,11 @@ class Task:
             )
         if set(self.splits) != set(SPLITS):
             raise ValueError(f"Task {self.name!r}: splits must be exactly {SPLITS}, got {sorted(self.splits)}")
-        for array in (self.features, self.labels, self.pnl, self.pnl_matrix, self.dates, self.difficulty):
+        for name, steps in self.reference_steps.items():
+            if steps.shape != (n,):
+                raise ValueError(f"Task {self.name!r}: reference_steps[{name!r}] has shape {steps.shape}, need ({n},)")
+        for array in (self.features, self.labels, self.pnl, self.pnl_matrix, self.dates, self.difficulty,
+                      *self.reference_steps.values()):  # fmt: skip
             if array is not None:
                 array.setflags(write=False)
         for index in self.splits.values():
@@ -79,7 +88,7 @@ class Task:
         return int(self.params.get("horizon", 1))
 
     def split(self, name: str) -> np.ndarray:
-        """Sorted int64 sample indices of split ``name`` ("train", "val" or "test")."""
+        """Sorted int64 sample indices of split ``name`` ("train", "halt", "val" or "test")."""
         if name not in self.splits:
             raise ValueError(f"unknown split {name!r}; valid splits: {list(SPLITS)}")
         return self.splits[name]
@@ -103,7 +112,8 @@ class Task:
     def _key(self) -> str:
         digest = hashlib.sha256(json.dumps([self.name, self.n_chunks, self.chunk_dim]).encode())
         arrays = (self.features, self.labels, self.pnl, self.pnl_matrix, self.dates, self.difficulty,
-                  *(self.splits[s] for s in SPLITS))  # fmt: skip
+                  *(self.splits[s] for s in SPLITS), *(self.reference_steps[k] for k in sorted(self.reference_steps)))
+        digest.update(json.dumps(sorted(self.reference_steps)).encode())
         for array in arrays:
             digest.update(b"none" if array is None else f"{array.dtype}{array.shape}".encode())
             if array is not None:
@@ -132,6 +142,14 @@ class Task:
                 "mean_pnl": np.divide(sums, counts, out=np.zeros(self.num_classes), where=counts > 0),
             }
         )
+
+
+def split_by_fractions(n: int, fractions: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Consecutive index ranges of ``SPLITS`` with the given fractions of ``n`` samples (i.i.d. data)."""
+    if len(fractions) != len(SPLITS) or any(not f > 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be {len(SPLITS)} positive numbers summing to 1 ({SPLITS}), got {fractions}")
+    edges = np.round(np.cumsum((0.0, *fractions)) * n).astype(int)
+    return {name: np.arange(lo, hi, dtype=np.int64) for name, lo, hi in zip(SPLITS, edges[:-1], edges[1:], strict=True)}
 
 
 def standardise(features: np.ndarray, train_index: np.ndarray) -> np.ndarray:

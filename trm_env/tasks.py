@@ -11,15 +11,16 @@ A ``Task`` (``trm_env.task``) holds plain numpy arrays plus the chronological tr
 
 from __future__ import annotations
 
+import ast
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from trm_env import market, synthetic
 from trm_env.task import SPLITS, Task, standardise
 
-__all__ = ["SPLITS", "TASK_NAMES", "Task", "load_task", "standardise"]
+__all__ = ["SPLITS", "TASK_NAMES", "Task", "load_task", "overrides_from_args", "standardise"]
 
 LOADERS: dict[str, Callable[..., Task]] = {
     "sp500": market.load_arch_task,
@@ -51,6 +52,26 @@ def _build(name: str, overrides: dict[str, Any]) -> Task:
 @lru_cache(maxsize=16)
 def _cached(name: str, items: tuple[tuple[str, Any], ...]) -> Task:
     return _build(name, dict(items))
+
+
+def overrides_from_args(args: Sequence[str]) -> dict[str, Any]:
+    """``load_task`` overrides given as command-line flags: ``["--path", "p.csv", "--train-end", "2016-12-31",
+    "--horizon", "3"]`` gives ``{"path": "p.csv", "train_end": "2016-12-31", "horizon": 3}`` (values are read
+    as Python literals where they parse, else kept as text). ``load_task`` checks the names.
+
+    >>> overrides_from_args(["--path", "prices.csv", "--horizon", "3"])
+    {'path': 'prices.csv', 'horizon': 3}
+    """
+    if len(args) % 2 or any(not flag.startswith("--") for flag in args[::2]):
+        raise ValueError(f"task overrides must come as --name value pairs, got {list(args)}")
+    overrides = {}
+    for flag, text in zip(args[::2], args[1::2], strict=True):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        overrides[flag[2:].replace("-", "_")] = value
+    return overrides
 
 
 def load_task(name: str, **overrides: Any) -> Task:

@@ -7,8 +7,9 @@ per batch costs K times fewer optimizer updates (documented choice: faster on CP
 evaluate, early-stop on (validation profit-weighted CE at the last step) and save.
 
 A run directory holds ``model.pt`` (see ``TinyRecursiveModel.save``), ``config.json`` (every
-hyperparameter, the task name and its data hash) and ``metrics.json`` (per-step accuracy, pnl and
-profit-weighted CE on val and test, the halt head's halting-step histogram at 0.5 and its accuracy).
+hyperparameter, the task name and its data hash) and ``metrics.json`` (per step on every split:
+accuracy, pnl, profit-weighted CE and the halt target's positive rate; the halt head's halting-step
+histogram at 0.5 and its accuracy).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from tqdm.auto import tqdm
 
 from trm_env.checks import check_int
 from trm_env.io import write_json_atomic
-from trm_env.loss import PNL_SCALE, TRMLoss, class_weights_from_labels, profit_weighted_ce
+from trm_env.loss import PNL_SCALE, TRMLoss, class_weights_from_labels, halt_target, profit_weighted_ce
 from trm_env.model import TinyRecursiveModel, torch_threads
-from trm_env.task import Task
+from trm_env.task import SPLITS, Task
 from trm_env.tasks import load_task
 
 __all__ = ["TrainConfig", "evaluate_steps", "save_run", "train"]
@@ -95,10 +96,13 @@ def build_model(config: TrainConfig, task: Task) -> TinyRecursiveModel:
 
 
 @torch.no_grad()
-def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale: float = PNL_SCALE) -> dict[str, Any]:
-    """Per-step accuracy, mean realized pnl and profit-weighted CE on a split, plus the halt head's use.
+def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale: float = PNL_SCALE,
+                   confidence_threshold: float = 0.7) -> dict[str, Any]:  # fmt: skip
+    """Per-step accuracy, mean realized pnl, profit-weighted CE and halt-target positive rate on a split,
+    plus the halt head's use.
 
-    The halt head halts at the first step whose halt probability exceeds 0.5 (else at K).
+    The halt head halts at the first step whose halt probability exceeds 0.5 (else at K). The halt
+    target is TRMLoss's: max probability above ``confidence_threshold`` and correct.
     """
     model.eval()
     x, labels, pnl = task.tensors(split)
@@ -117,6 +121,7 @@ def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale:
         "accuracy": correct.mean(0).tolist(),
         "mean_pnl": realized.mean(0).tolist(),
         "profit_weighted_ce": pwce.mean(0).tolist(),
+        "halt_target_rate": halt_target(task_logits, labels[:, None], confidence_threshold).mean(0).tolist(),
         "halt_head": {
             "threshold": 0.5,
             "histogram": torch.bincount(halt_step, minlength=steps).tolist(),
@@ -178,7 +183,7 @@ def train(
     """Train, early-stop and (with ``out_dir``) write the run directory; return the EMA model and metrics."""
     config.validate()
     task = load_task(config.task, **config.task_kwargs) if task is None else task
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         if len(task.split(split)) == 0:
             raise ValueError(f"task {task.name!r} has an empty {split!r} split")
     with torch_threads(config.num_threads):
@@ -210,7 +215,7 @@ def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress
     bar = tqdm(range(config.epochs), desc=f"train TRM on {task.name}", disable=not progress, unit="epoch")
     for epoch in bar:
         train_parts = _train_epoch(model, ema, optimizer, criterion, loader, config)
-        val = evaluate_steps(ema.module, task, "val", config.pnl_scale)
+        val = evaluate_steps(ema.module, task, "val", config.pnl_scale, config.confidence_threshold)
         score = val["profit_weighted_ce"][-1]
         if writer is not None:
             _log_epoch(writer, epoch, train_parts, val)
@@ -230,7 +235,7 @@ def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress
     metrics = {
         "epochs_run": epoch + 1,
         "task_fingerprint": task.fingerprint(),
-        **{split: evaluate_steps(final, task, split, config.pnl_scale) for split in ("val", "test")},
+        **{s: evaluate_steps(final, task, s, config.pnl_scale, config.confidence_threshold) for s in SPLITS},
     }
     if out_dir is not None:
         save_run(out_dir, final, config, task, metrics)

@@ -1,0 +1,102 @@
+"""The study's units of work, as plain functions of paths and settings (so any backend can run them).
+
+- ``train_trm_stage``: one TRM seed of a task, trained on its train split.
+- ``train_rl_stage``: one RL halting agent, trained on the halt split of one TRM's tables.
+- ``evaluate_stage``: one group of halting policies on one TRM's val and test tables: rules (and the
+  task's privileged references), RL agents, or one learned family fitted on the halt split
+  (``agents.learners``). It writes
+  the halting step of every (policy point, sample) as ``.npz``; every other column is read back from
+  the tables (``halting_frame``), so a stage's artifact stays small.
+
+Every stage writes its artifact atomically and returns what the caller needs to record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from agents.curves import rule_policies
+from agents.evaluation import episode_columns, halting_steps
+from agents.learners import LEARNERS, fit_learners
+from agents.policies import HaltingPolicy, PrivilegedPolicy
+from agents.rl import RLHaltingPolicy, train_rl_policy
+from trm_env.io import atomic_path
+from trm_env.rollouts import Rollouts, simulate
+from trm_env.training import TrainConfig, train
+
+__all__ = ["EVAL_SPLITS", "GROUPS", "evaluate_stage", "halting_frame", "load_points", "train_rl_stage",
+           "train_trm_stage"]  # fmt: skip
+
+EVAL_SPLITS = ("val", "test")  # choices are made on val; test only reports
+GROUPS = ("rules", "rl", *LEARNERS)
+
+
+def train_trm_stage(task: str, seed: int, config_path: Path, out_dir: Path) -> None:
+    """Train one TRM seed from a training config file (its ``seed`` replaced) into ``out_dir``."""
+    config = TrainConfig.from_json(config_path)
+    config.seed = seed
+    if config.task != task:
+        raise ValueError(f"{config_path} trains task {config.task!r}, not {task!r}")
+    train(config, out_dir=out_dir, progress=False)
+
+
+def train_rl_stage(task: str, checkpoint: Path, step_cost: float, seed: int, settings: dict[str, Any], out: Path,
+                   tensorboard: Path | None = None) -> float:  # fmt: skip
+    """Train one RL agent on the halt split of ``checkpoint``'s table; returns the training seconds."""
+    table = simulate(task, checkpoint, split="halt")
+    start = time.perf_counter()
+    train_rl_policy(task=task, rollouts=table, step_cost=step_cost, seed=seed, split="halt", out=out,
+                    progress=False, tensorboard_log=tensorboard, **settings)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def _policies(group: str, task: str, checkpoint: Path, tables: dict[str, Rollouts], settings: dict[str, Any],
+              rl_paths: Sequence[Path]) -> list[HaltingPolicy]:  # fmt: skip
+    if group == "rules":
+        privileged = [PrivilegedPolicy(rule) for rule in sorted(tables["test"].reference_steps)]
+        return [*rule_policies(settings["random_seeds"], tables["test"].max_steps), *privileged]
+    if group == "rl":
+        return [RLHaltingPolicy.load(path) for path in rl_paths]
+    if group in LEARNERS:
+        halt = simulate(task, checkpoint, split="halt")
+        return fit_learners(group, halt, tables["val"], settings["step_cost"], settings["learner_seeds"])
+    raise ValueError(f"unknown policy group {group!r}; valid: {list(GROUPS)}")
+
+
+def evaluate_stage(task: str, checkpoint: Path, group: str, settings: dict[str, Any], out: Path,
+                   rl_paths: Sequence[Path] = ()) -> None:  # fmt: skip
+    """Evaluate one policy group on the val and test tables of ``checkpoint``; write ``out`` (.npz).
+
+    ``settings``: ``step_cost`` (the evaluation cost), ``random_seeds`` and ``learner_seeds``.
+    """
+    tables = {split: simulate(task, checkpoint, split=split) for split in EVAL_SPLITS}
+    policies = _policies(group, task, checkpoint, tables, settings, rl_paths)
+    cost = settings["step_cost"]
+    arrays = {f"steps_{split}": np.array([halting_steps(p, tables[split], cost) for p in policies], dtype=np.int16)
+              .reshape(len(policies), -1) for split in EVAL_SPLITS}  # fmt: skip
+    points = [{"policy": p.name, "param": p.param, "seed": p.seed, **getattr(p, "details", {})} for p in policies]
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, points=np.array(json.dumps(points)), **arrays)
+
+
+def load_points(path: Path) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The point list and the per-split (P, N) halting steps of an ``evaluate_stage`` artifact."""
+    with np.load(path, allow_pickle=False) as data:
+        points = json.loads(str(data["points"]))
+        return points, {split: data[f"steps_{split}"].astype(np.int64) for split in EVAL_SPLITS}
+
+
+def halting_frame(table: Rollouts, points: list[dict[str, Any]], steps: np.ndarray, step_cost: float
+                  ) -> pd.DataFrame:  # fmt: skip
+    """The episodes of (P, N) halting steps on ``table``: ``policy, param, seed`` and the episode columns."""
+    n = steps.shape[1]
+    front = pd.DataFrame({key: np.repeat([p[key] for p in points], n) for key in ("policy", "param", "seed")})
+    return pd.concat([front, pd.DataFrame(episode_columns(table, steps, step_cost, "profit_weighted_ce"))], axis=1)

@@ -1,0 +1,196 @@
+"""The study's analysis: every point on val and test with hierarchical CIs, choices on val, verdicts on test.
+
+A task's ``Results`` hold, per (split, family, param), arrays (T TRM seeds, R learner seeds, N samples)
+of halting step, return, correctness, pnl and profit-weighted CE. From them:
+
+- ``curves``: one row per point and split, with 95% hierarchical-bootstrap CIs (``agents.stats.Draws``).
+- ``choose``: per family, the knob with the best mean return **on val**; whether it sits on its grid's edge.
+- ``summarize``: per family, its val-chosen point **on test**: mean return, the gain over the val-chosen
+  fixed depth (paired, same draws), the share of the oracle's and of fitted-Q's gain it captures (the
+  latter only where fitted-Q's own gain is significantly above zero: a share of noise means nothing).
+- ``verdict``: one family minus another on test, with a CI and rliable's probability of improvement.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from agents.stats import Draws, percentile_interval
+from trm_env.rollouts import Rollouts
+
+__all__ = ["CURVE_COLUMNS", "METRICS", "SUMMARY_COLUMNS", "Results", "choose", "curves", "oracle_split", "summarize",
+           "verdict"]  # fmt: skip
+
+METRICS = ("halt_step", "episode_return", "correct", "pnl", "profit_weighted_ce")
+CURVE_COLUMNS = ("task", "split", "policy", "param", "seed", "n_trm_seeds", "mean_steps", "accuracy", "accuracy_lo",
+                 "accuracy_hi", "mean_pnl", "profit_weighted_ce", "profit_weighted_ce_lo", "profit_weighted_ce_hi",
+                 "mean_return", "mean_return_lo", "mean_return_hi", "n")  # fmt: skip
+SUMMARY_COLUMNS = ("task", "policy", "param", "selected_on", "mean_return", "mean_return_lo", "mean_return_hi", "gain",
+                   "gain_lo", "gain_hi", "oracle_gain_share", "attainable_gain_share", "accuracy", "mean_steps",
+                   "n_trm_seeds", "n_rl_seeds", "on_edge", "halt_at_1", "halt_at_k", "collapsed_runs",
+                   "detail")  # fmt: skip
+COLLAPSE = 0.95  # a run collapses when at least this share of its test episodes halts at step 1, or at K
+Key = tuple[str, str, float]  # (split, family, param)
+
+
+@dataclass
+class Results:
+    """One task's per-point arrays; ``add`` the halting steps of each (TRM seed, split, point)."""
+
+    task: str
+    trm_seeds: list[int]
+    step_cost: float
+    tables: dict[tuple[int, str], Rollouts] = field(default_factory=dict)
+    details: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    _steps: dict[Key, dict[tuple[int, int], np.ndarray]] = field(default_factory=lambda: defaultdict(dict))
+
+    def add(self, trm_seed: int, split: str, point: dict[str, Any], steps: np.ndarray) -> None:
+        """Record a point's halting steps; keys beyond policy/param/seed are hyperparameters chosen on val."""
+        self._steps[(split, point["policy"], float(point["param"]))][(trm_seed, int(point["seed"]))] = steps
+        extra = {k: v for k, v in point.items() if k not in ("policy", "param", "seed")}
+        if extra:
+            self.details[point["policy"]].add(", ".join(f"{k}={v:g}" for k, v in sorted(extra.items())))
+
+    def steps(self, key: Key, trm_seed: int, learner_seed: int) -> np.ndarray:
+        return self._steps[key][(trm_seed, learner_seed)]
+
+    def keys(self, split: str) -> list[Key]:
+        return [key for key in self._steps if key[0] == split]
+
+    def point(self, split: str, family: str, param: float) -> Key:
+        """The key of ``family``'s point at ``param`` (NaN matches NaN) on ``split``."""
+        return next(k for k in self.keys(split) if k[1] == family and np.isclose(k[2], param, equal_nan=True))
+
+    def learner_seeds(self, key: Key) -> list[int]:
+        return sorted({seed for _, seed in self._steps[key]})
+
+    def arrays(self, key: Key) -> dict[str, np.ndarray]:
+        """Every metric of a point as (T, R, N); every TRM seed must hold the same learner seeds."""
+        split, seeds = key[0], self.learner_seeds(key)
+        found = self._steps[key]
+        missing = [(t, r) for t in self.trm_seeds for r in seeds if (t, r) not in found]
+        if missing:
+            raise ValueError(f"{self.task} {key}: no episodes for (TRM seed, learner seed) {missing}")
+        out: dict[str, list[list[np.ndarray]]] = {metric: [] for metric in METRICS}
+        for t in self.trm_seeds:
+            table = self.tables[(t, split)]
+            rows = [_metrics(table, found[(t, r)], self.step_cost) for r in seeds]
+            for metric in METRICS:
+                out[metric].append([row[metric] for row in rows])
+        return {metric: np.asarray(values, dtype=float) for metric, values in out.items()}
+
+
+def _metrics(table: Rollouts, steps: np.ndarray, step_cost: float) -> dict[str, np.ndarray]:
+    rows, t = np.arange(table.num_samples), steps - 1
+    return {"halt_step": steps, "episode_return": table.halt_reward["profit_weighted_ce"][rows, t] - step_cost * t,
+            "correct": table.correct[rows, t], "pnl": table.pnl[rows, t],
+            "profit_weighted_ce": table.profit_weighted_ce[rows, t]}  # fmt: skip
+
+
+def _interval(draws: Draws, values: np.ndarray, family: str) -> tuple[float, float]:
+    return percentile_interval(draws.replicates(values, family))
+
+
+def curves(results: Results, draws: dict[str, Draws]) -> pd.DataFrame:
+    """Every point on every split: means, 95% hierarchical CIs of accuracy, pwCE and return."""
+    rows = []
+    for split, split_draws in draws.items():
+        for key in results.keys(split):
+            arrays, family = results.arrays(key), key[1]
+            row = {"task": results.task, "split": split, "policy": family, "param": key[2],
+                   "seed": ",".join(map(str, results.learner_seeds(key))), "n_trm_seeds": len(results.trm_seeds),
+                   "mean_steps": arrays["halt_step"].mean(), "mean_pnl": arrays["pnl"].mean(),
+                   "n": arrays["halt_step"].size}  # fmt: skip
+            for metric, name in (("correct", "accuracy"), ("profit_weighted_ce", "profit_weighted_ce"),
+                                 ("episode_return", "mean_return")):  # fmt: skip
+                row[name] = arrays[metric].mean()
+                row[f"{name}_lo"], row[f"{name}_hi"] = _interval(split_draws, arrays[metric], family)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+
+
+def choose(curve: pd.DataFrame) -> pd.DataFrame:
+    """Per family, the point with the highest mean return on val; ``on_edge`` if it is an end of its grid."""
+    val = curve[curve["split"] == "val"]
+    rows = []
+    for family, group in val.groupby("policy", sort=False):
+        best = group.loc[group["mean_return"].idxmax()]
+        params = group["param"].dropna()
+        edge = len(params) > 2 and best["param"] in (params.min(), params.max())
+        rows.append({"policy": family, "param": best["param"], "val_mean_return": best["mean_return"],
+                     "on_edge": bool(edge), "grid_size": len(group)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _chosen(results: Results, chosen: pd.DataFrame, family: str, split: str = "test") -> dict[str, np.ndarray]:
+    param = chosen.set_index("policy").loc[family, "param"]
+    return results.arrays(results.point(split, family, param))
+
+
+def verdict(results: Results, chosen: pd.DataFrame, draws: Draws, first: str, second: str) -> dict[str, Any]:
+    """``first`` minus ``second`` (val-chosen points) in test mean return, 95% CI, probability of improvement."""
+    a, b = (_chosen(results, chosen, f)["episode_return"] for f in (first, second))
+    diff = draws.replicates(a, first) - draws.replicates(b, second)
+    low, high = percentile_interval(diff)
+    poi, poi_replicates = draws.improvement(a, b, (first, second))
+    poi_low, poi_high = percentile_interval(poi_replicates)
+    return {"first": first, "second": second, "difference": a.mean() - b.mean(), "low": low, "high": high,
+            "prob_improvement": poi, "poi_low": poi_low, "poi_high": poi_high}  # fmt: skip
+
+
+def oracle_split(curve: pd.DataFrame) -> dict[str, float]:
+    """The oracle's gain on test over fixed depth 1, split into its systematic part (the best fixed depth)
+    and its per-sample part (picking each sample's best step)."""
+    test = curve[curve["split"] == "test"]
+    fixed = test[test["policy"] == "fixed_depth"].set_index("param")["mean_return"]
+    oracle = float(test.loc[test["policy"] == "oracle", "mean_return"].iloc[0])
+    return {"depth_1": float(fixed.loc[1.0]), "best_fixed": float(fixed.max()), "best_k": float(fixed.idxmax()),
+            "oracle": oracle, "systematic": float(fixed.max() - fixed.loc[1.0]),
+            "per_sample": oracle - float(fixed.max())}  # fmt: skip
+
+
+def _collapsed(steps: np.ndarray, max_steps: int) -> float:
+    """The share of (TRM seed, learner seed) runs whose test episodes nearly all halt at step 1, or at K."""
+    ends = np.maximum((steps == 1).mean(axis=2), (steps == max_steps).mean(axis=2))
+    return float((ends >= COLLAPSE).mean())
+
+
+def summarize(results: Results, chosen: pd.DataFrame, draws: Draws) -> pd.DataFrame:
+    """Per family, its val-chosen point on test (the columns of README's results tables)."""
+    fixed = _chosen(results, chosen, "fixed_depth")["episode_return"]
+    fixed_replicates = draws.replicates(fixed, "fixed_depth")
+    oracle = _chosen(results, chosen, "oracle")["episode_return"].mean()
+    gain_fq, attainable = np.nan, False
+    if "fitted_q" in set(chosen["policy"]):
+        fitted = _chosen(results, chosen, "fitted_q")["episode_return"]
+        gain_fq = fitted.mean() - fixed.mean()
+        attainable = percentile_interval(draws.replicates(fitted, "fitted_q") - fixed_replicates)[0] > 0
+    max_steps = results.tables[(results.trm_seeds[0], "test")].max_steps
+    rows = []
+    for _, pick in chosen.iterrows():
+        family = pick["policy"]
+        arrays = _chosen(results, chosen, family)
+        returns = arrays["episode_return"]
+        replicates = draws.replicates(returns, family)
+        gain = returns.mean() - fixed.mean()
+        gain_low, gain_high = percentile_interval(replicates - fixed_replicates)
+        low, high = percentile_interval(replicates)
+        rows.append({
+            "task": results.task, "policy": family, "param": pick["param"], "selected_on": "val",
+            "mean_return": returns.mean(), "mean_return_lo": low, "mean_return_hi": high,
+            "gain": gain, "gain_lo": gain_low, "gain_hi": gain_high,
+            "oracle_gain_share": gain / (oracle - fixed.mean()) if oracle > fixed.mean() else np.nan,
+            "attainable_gain_share": gain / gain_fq if attainable else np.nan,
+            "accuracy": arrays["correct"].mean(), "mean_steps": arrays["halt_step"].mean(),
+            "n_trm_seeds": returns.shape[0], "n_rl_seeds": returns.shape[1], "on_edge": pick["on_edge"],
+            "halt_at_1": float((arrays["halt_step"] == 1).mean()),
+            "halt_at_k": float((arrays["halt_step"] == max_steps).mean()),
+            "collapsed_runs": _collapsed(arrays["halt_step"], max_steps),
+            "detail": "; ".join(sorted(results.details.get(family, ()))),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))

@@ -1,0 +1,93 @@
+"""The study's analysis on hand-made tables: choices on val only, the summary's gains and shares, verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import hand_rollouts
+
+from agents.stats import Draws
+from agents.study import Results, choose, curves, oracle_split, summarize, verdict
+
+K, N, COST = 3, 40, 0.01
+
+
+def _results() -> Results:
+    """Two TRM seeds. Rewards rise with the step on val but fall on test, so a test-picked knob would differ.
+
+    Points: fixed depth 1..3, oracle, halt_head at 0.2 (halts at step 1) and 0.8 (halts at step 3).
+    """
+    results = Results("hand", [0, 1], COST)
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        for split, slope in (("val", 1.0), ("test", -1.0)):
+            rewards = slope * np.arange(K)[None, :] * 0.1 + 0.01 * rng.standard_normal((N, K))
+            table = hand_rollouts(rewards)
+            results.tables[(seed, split)] = table
+            for k in range(1, K + 1):
+                results.add(seed, split, {"policy": "fixed_depth", "param": k, "seed": 0}, np.full(N, k))
+            results.add(seed, split, {"policy": "oracle", "param": np.nan, "seed": 0}, table.best_steps("pnl", COST))
+            results.add(seed, split, {"policy": "halt_head", "param": 0.2, "seed": 0}, np.full(N, 1))
+            results.add(seed, split, {"policy": "halt_head", "param": 0.8, "seed": 0}, np.full(N, K))
+            half = np.where(np.arange(N) < N // 2, 1, K)  # fitted_q: halts at 1 on half the samples, at K on the rest
+            results.add(seed, split, {"policy": "fitted_q", "param": 0.0, "seed": 0}, half)
+    return results
+
+
+@pytest.fixture(scope="module")
+def study() -> tuple[Results, dict[str, Draws]]:
+    results = _results()
+    return results, {split: Draws.make(2, N, n_resamples=300, seed=0) for split in ("val", "test")}
+
+
+def test_choices_are_made_on_val_only(study: tuple[Results, dict[str, Draws]]) -> None:
+    """The test split favours halting early; the choice follows val, which favours thinking to K."""
+    results, draws = study
+    curve = curves(results, draws)
+    assert set(curve["split"]) == {"val", "test"} and len(curve) == 2 * 7
+    chosen = choose(curve).set_index("policy")
+    assert chosen.loc["halt_head", "param"] == 0.8 and chosen.loc["fixed_depth", "param"] == K
+    test = curve[(curve["split"] == "test") & (curve["policy"] == "halt_head")].set_index("param")["mean_return"]
+    assert test.loc[0.2] > test.loc[0.8]  # test would have picked the other point
+    assert not chosen.loc["halt_head", "on_edge"]  # a two-point grid has no interior
+    summary = summarize(results, chosen.reset_index(), draws["test"]).set_index("policy")
+    assert summary.loc["halt_head", "param"] == 0.8 and (summary["selected_on"] == "val").all()
+    assert summary.loc["halt_head", "mean_return"] == pytest.approx(test.loc[0.8])
+
+
+def test_gains_and_shares_by_hand(study: tuple[Results, dict[str, Draws]]) -> None:
+    results, draws = study
+    curve = curves(results, draws)
+    summary = summarize(results, choose(curve), draws["test"]).set_index("policy")
+    test = curve[curve["split"] == "test"].set_index(["policy", "param"])["mean_return"]
+    fixed = test.loc[("fixed_depth", float(K))]  # val chose K, so K is the reference on test
+    oracle = test.loc[("oracle", np.nan)] if ("oracle", np.nan) in test.index else test.xs("oracle").iloc[0]
+    fitted = test.loc[("fitted_q", 0.0)]
+    row = summary.loc["fitted_q"]
+    assert row["gain"] == pytest.approx(fitted - fixed)
+    assert row["oracle_gain_share"] == pytest.approx((fitted - fixed) / (oracle - fixed))
+    assert row["gain_lo"] <= row["gain"] <= row["gain_hi"] and row["gain_lo"] > 0
+    assert row["attainable_gain_share"] == pytest.approx(1.0)
+    assert summary.loc["fixed_depth", "gain"] == 0.0 and summary.loc["halt_head", "attainable_gain_share"] == 0.0
+    assert summary.loc["halt_head", "halt_at_k"] == 1.0 and summary.loc["fitted_q", "halt_at_1"] == 0.5
+    assert (summary["n_trm_seeds"] == 2).all() and (summary["n_rl_seeds"] == 1).all()
+
+
+def test_verdict_and_oracle_split(study: tuple[Results, dict[str, Draws]]) -> None:
+    results, draws = study
+    curve = curves(results, draws)
+    chosen = choose(curve)
+    line = verdict(results, chosen, draws["test"], "fitted_q", "halt_head")
+    assert line["difference"] > 0 and line["low"] > 0 and line["prob_improvement"] == 1.0
+    back = verdict(results, chosen, draws["test"], "halt_head", "fitted_q")
+    assert back["difference"] == pytest.approx(-line["difference"]) and back["prob_improvement"] == 0.0
+    split = oracle_split(curve)
+    assert split["best_k"] == 1.0 and split["systematic"] == pytest.approx(0.0)
+    assert split["oracle"] - split["depth_1"] == pytest.approx(split["systematic"] + split["per_sample"])
+
+
+def test_missing_seeds_are_refused() -> None:
+    results = _results()
+    results.add(0, "val", {"policy": "rl_ppo", "param": 0.01, "seed": 0}, np.ones(N, dtype=int))
+    with pytest.raises(ValueError, match="no episodes"):
+        results.arrays(("val", "rl_ppo", 0.01))
