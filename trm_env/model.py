@@ -174,8 +174,12 @@ class TinyRecursiveModel(nn.Module):
             z = self.core(xy + z)
         return self.core(y + z), z
 
-    def step(self, state: TRMState) -> tuple[TRMState, Tensor, Tensor]:
-        """Exactly one supervision step: ``(new_state, task_logits (B, C), halt_logits (B,))``."""
+    def step(self, state: TRMState, detach: bool = True) -> tuple[TRMState, Tensor, Tensor]:
+        """Exactly one supervision step: ``(new_state, task_logits (B, C), halt_logits (B,))``.
+
+        The state handed on is detached (as in TRM) unless ``detach=False``: then a later step's loss
+        also trains the earlier steps that wrote its state (backpropagation through the steps).
+        """
         x = self._step_input(state)
         y, z = state.y, state.z
         with torch.no_grad():
@@ -184,7 +188,9 @@ class TinyRecursiveModel(nn.Module):
         y, z = self._cycle(x, y, z)
         task_logits = self.task_head(y)
         halt_logits = self.halt_head(y).squeeze(-1)
-        new_state = TRMState(state.x, state.chunks, y.detach(), z.detach(), state.step + 1)
+        if detach:
+            y, z = y.detach(), z.detach()
+        new_state = TRMState(state.x, state.chunks, y, z, state.step + 1)
         return new_state, task_logits, halt_logits
 
     def rollout(

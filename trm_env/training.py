@@ -58,6 +58,7 @@ class TrainConfig:
     confidence_threshold: float = 0.7
     pnl_scale: float = PNL_SCALE
     class_weights: bool = True
+    detach_steps: bool = True  # False: backpropagate through all K steps (see the module docstring)
     seed: int = 0
     num_threads: int = 1  # tiny matmuls: one thread is fastest on CPU and keeps results reproducible
 
@@ -151,7 +152,7 @@ def _train_epoch(
         state = model.initial_state(x)
         losses = []
         for _ in range(config.max_steps):
-            state, task_logits, halt_logits = model.step(state)
+            state, task_logits, halt_logits = model.step(state, detach=config.detach_steps)
             losses.append(criterion(task_logits, halt_logits, labels, pnl, return_components=True))
         loss = torch.stack([c["total_loss"] for c in losses]).mean()
         optimizer.zero_grad(set_to_none=True)
