@@ -5,9 +5,9 @@
 
 - ``fitted_q``: one backward-induction fit (deterministic: one seed), swept over its margin;
 - ``correct_head`` / ``continuation_head``: one head per seed, swept over its threshold;
-- ``ponder``: per seed, one head per (lambda_p, beta) of ``PONDER_VARIANTS``; the variant with the best
-  val return (at its best q) is kept and swept over q;
-- ``act``: per seed, one head per ponder cost tau (ACT's knob needs a fit per value).
+- ``ponder``: per seed, one head per (lambda_p, beta) variant (default ``PONDER_VARIANTS``); the variant
+  with the best val return (at its best q) is kept and swept over q;
+- ``act``: per seed, one head per ponder cost tau (ACT's knob needs a fit per value; default ``GRIDS["act"]``).
 
 The knob itself is chosen later, with every other family's, on val.
 """
@@ -39,10 +39,11 @@ def _sweep(head: HeadPolicy, grid: Sequence[float]) -> list[HaltingPolicy]:
     return [head.with_param(value) for value in grid]
 
 
-def _best_ponder(halt: Rollouts, val: Rollouts, step_cost: float, seed: int) -> list[HaltingPolicy]:
+def _best_ponder(halt: Rollouts, val: Rollouts, step_cost: float, seed: int,
+                 variants: Sequence[tuple[float, float]]) -> list[HaltingPolicy]:  # fmt: skip
     """The q sweep of the (lambda_p, beta) variant with the best val mean return at its best q."""
     best, best_return = None, -float("inf")
-    for lambda_p, beta in PONDER_VARIANTS:
+    for lambda_p, beta in variants:
         points = _sweep(PonderPolicy(0.5, seed).fit(halt, step_cost, lambda_p=lambda_p, beta=beta), GRIDS["ponder"])
         frame = evaluate_policies(points, val, step_cost=step_cost)
         score = frame.groupby("param", sort=False)["episode_return"].mean().max()
@@ -51,8 +52,9 @@ def _best_ponder(halt: Rollouts, val: Rollouts, step_cost: float, seed: int) -> 
     return best  # type: ignore[return-value]
 
 
-def fit_learners(family: str, halt: Rollouts, val: Rollouts, step_cost: float, seeds: Sequence[int]
-                 ) -> list[HaltingPolicy]:  # fmt: skip
+def fit_learners(family: str, halt: Rollouts, val: Rollouts, step_cost: float, seeds: Sequence[int],
+                 ponder_variants: Sequence[tuple[float, float]] = PONDER_VARIANTS,
+                 act_taus: Sequence[float] = GRIDS["act"]) -> list[HaltingPolicy]:  # fmt: skip
     """Every knob point of ``family`` fitted on ``halt`` (see the module docstring); ``val`` picks variants."""
     if family == "fitted_q":
         fitted = FittedQPolicy().fit(halt, step_cost)
@@ -64,9 +66,9 @@ def fit_learners(family: str, halt: Rollouts, val: Rollouts, step_cost: float, s
         elif family == "continuation_head":
             points += _sweep(ContinuationHeadPolicy(0.5, seed).fit(halt, step_cost), GRIDS[family])
         elif family == "ponder":
-            points += _best_ponder(halt, val, step_cost, seed)
+            points += _best_ponder(halt, val, step_cost, seed, ponder_variants)
         elif family == "act":
-            points += [ACTPolicy(tau, seed).fit(halt, step_cost) for tau in GRIDS[family]]
+            points += [ACTPolicy(tau, seed).fit(halt, step_cost) for tau in act_taus]
         else:
             raise ValueError(f"unknown learner family {family!r}; valid: {list(LEARNERS)}")
     return points

@@ -19,6 +19,7 @@ from agents.stats import Draws, block_length
 from agents.study import Results, choose, curves, oracle_split, summarize, verdict
 from trm_env.io import atomic_path
 from trm_env.rollouts import simulate
+from trm_env.tasks import load_task
 
 __all__ = ["PROTOCOL", "Analysis", "analyse", "markdown_table", "write_outputs"]
 
@@ -62,11 +63,11 @@ class Analysis:
         return "\n".join([table, "", *[line for t in self.tasks for line in t.lines]])
 
 
-def _results(task: str, seeds: dict[int, dict[str, Path]], step_cost: float) -> Results:
-    results = Results(task, sorted(seeds), step_cost)
+def _results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Path]], step_cost: float) -> Results:
+    results, loaded = Results(task, sorted(seeds), step_cost), load_task(task, **task_kwargs)
     for seed, paths in seeds.items():
         for split in EVAL_SPLITS:
-            results.tables[(seed, split)] = simulate(task, paths["checkpoint"], split=split)
+            results.tables[(seed, split)] = simulate(loaded, paths["checkpoint"], split=split)
         for group, path in paths.items():
             if group == "checkpoint":
                 continue
@@ -144,7 +145,7 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
             config: dict[str, Any]) -> Analysis:  # fmt: skip
     tasks = []
     for task, seeds in artifacts.items():
-        results = _results(task, seeds, config["eval_step_cost"])
+        results = _results(task, config["task_kwargs"].get(task, {}), seeds, config["eval_step_cost"])
         draws, blocks = _draws(results, config["n_resamples"])
         curve = curves(results, draws)
         chosen = choose(curve)

@@ -8,13 +8,13 @@
   the halting step of every (policy point, sample) as ``.npz``; every other column is read back from
   the tables (``halting_frame``), so a stage's artifact stays small.
 
-Every stage writes its artifact atomically and returns what the caller needs to record.
+Every stage writes its artifact atomically and runs torch on one thread, whatever the backend, so a stage
+gives the same bytes in this process or in a Ray worker.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,10 @@ from agents.learners import LEARNERS, fit_learners
 from agents.policies import HaltingPolicy, PrivilegedPolicy
 from agents.rl import RLHaltingPolicy, train_rl_policy
 from trm_env.io import atomic_path
+from trm_env.model import torch_threads
 from trm_env.rollouts import Rollouts, simulate
+from trm_env.task import Task
+from trm_env.tasks import load_task
 from trm_env.training import TrainConfig, train
 
 __all__ = ["EVAL_SPLITS", "GROUPS", "evaluate_stage", "halting_frame", "load_points", "train_rl_stage",
@@ -44,20 +47,20 @@ def train_trm_stage(task: str, seed: int, config_path: Path, out_dir: Path) -> N
     config.seed = seed
     if config.task != task:
         raise ValueError(f"{config_path} trains task {config.task!r}, not {task!r}")
-    train(config, out_dir=out_dir, progress=False)
+    with torch_threads(1):
+        train(config, out_dir=out_dir, progress=False)
 
 
-def train_rl_stage(task: str, checkpoint: Path, step_cost: float, seed: int, settings: dict[str, Any], out: Path,
-                   tensorboard: Path | None = None) -> float:  # fmt: skip
-    """Train one RL agent on the halt split of ``checkpoint``'s table; returns the training seconds."""
-    table = simulate(task, checkpoint, split="halt")
-    start = time.perf_counter()
-    train_rl_policy(task=task, rollouts=table, step_cost=step_cost, seed=seed, split="halt", out=out,
-                    progress=False, tensorboard_log=tensorboard, **settings)  # fmt: skip
-    return time.perf_counter() - start
+def train_rl_stage(task: str, task_kwargs: dict[str, Any], checkpoint: Path, step_cost: float, seed: int,
+                   settings: dict[str, Any], out: Path, tensorboard: Path | None = None) -> None:  # fmt: skip
+    """Train one RL agent on the halt split of ``checkpoint``'s table and save it to ``out``."""
+    with torch_threads(1):
+        table = simulate(load_task(task, **task_kwargs), checkpoint, split="halt")
+        train_rl_policy(task=task, rollouts=table, step_cost=step_cost, seed=seed, split="halt", out=out,
+                        progress=False, tensorboard_log=tensorboard, **settings)  # fmt: skip
 
 
-def _policies(group: str, task: str, checkpoint: Path, tables: dict[str, Rollouts], settings: dict[str, Any],
+def _policies(group: str, task: Task, checkpoint: Path, tables: dict[str, Rollouts], settings: dict[str, Any],
               rl_paths: Sequence[Path]) -> list[HaltingPolicy]:  # fmt: skip
     if group == "rules":
         privileged = [PrivilegedPolicy(rule) for rule in sorted(tables["test"].reference_steps)]
@@ -66,21 +69,24 @@ def _policies(group: str, task: str, checkpoint: Path, tables: dict[str, Rollout
         return [RLHaltingPolicy.load(path) for path in rl_paths]
     if group in LEARNERS:
         halt = simulate(task, checkpoint, split="halt")
-        return fit_learners(group, halt, tables["val"], settings["step_cost"], settings["learner_seeds"])
+        return fit_learners(group, halt, tables["val"], settings["step_cost"], settings["learner_seeds"],
+                            [tuple(v) for v in settings["ponder_variants"]], settings["act_taus"])  # fmt: skip
     raise ValueError(f"unknown policy group {group!r}; valid: {list(GROUPS)}")
 
 
-def evaluate_stage(task: str, checkpoint: Path, group: str, settings: dict[str, Any], out: Path,
-                   rl_paths: Sequence[Path] = ()) -> None:  # fmt: skip
+def evaluate_stage(task: str, task_kwargs: dict[str, Any], checkpoint: Path, group: str, settings: dict[str, Any],
+                   out: Path, rl_paths: Sequence[Path] = ()) -> None:  # fmt: skip
     """Evaluate one policy group on the val and test tables of ``checkpoint``; write ``out`` (.npz).
 
-    ``settings``: ``step_cost`` (the evaluation cost), ``random_seeds`` and ``learner_seeds``.
+    ``settings``: ``step_cost`` (the evaluation cost), ``random_seeds``, ``learner_seeds``, and the learners'
+    ``ponder_variants`` and ``act_taus``.
     """
-    tables = {split: simulate(task, checkpoint, split=split) for split in EVAL_SPLITS}
-    policies = _policies(group, task, checkpoint, tables, settings, rl_paths)
-    cost = settings["step_cost"]
-    arrays = {f"steps_{split}": np.array([halting_steps(p, tables[split], cost) for p in policies], dtype=np.int16)
-              .reshape(len(policies), -1) for split in EVAL_SPLITS}  # fmt: skip
+    loaded, cost = load_task(task, **task_kwargs), settings["step_cost"]
+    with torch_threads(1):
+        tables = {split: simulate(loaded, checkpoint, split=split) for split in EVAL_SPLITS}
+        policies = _policies(group, loaded, checkpoint, tables, settings, rl_paths)
+        arrays = {f"steps_{split}": np.array([halting_steps(p, tables[split], cost) for p in policies], dtype=np.int16)
+                  .reshape(len(policies), -1) for split in EVAL_SPLITS}  # fmt: skip
     points = [{"policy": p.name, "param": p.param, "seed": p.seed, **getattr(p, "details", {})} for p in policies]
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:

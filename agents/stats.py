@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -81,7 +82,7 @@ def interquartile_mean(values: np.ndarray) -> float:
     return float(ordered[cut : len(ordered) - cut].mean())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Draws:
     """One task's bootstrap draws: TRM-seed counts (B, T) and sample weights (B, N), from ``seed``."""
 
@@ -103,17 +104,34 @@ class Draws:
         counts = rng.multinomial(n_learner, np.full(n_learner, 1.0 / n_learner), size=(b, t))
         return counts.astype(float)
 
+    @cached_property
+    def _normalised(self) -> np.ndarray:
+        return self.samples / self.samples.sum(axis=1, keepdims=True)
+
     def run_means(self, values: np.ndarray) -> np.ndarray:
         """(B, T, R): every run's (TRM seed, learner seed) mean under each replicate's sample weights."""
         t, r, n = values.shape
-        means = self.samples @ values.reshape(t * r, n).T / self.samples.sum(axis=1, keepdims=True)
-        return means.reshape(-1, t, r)
+        return (self._normalised @ values.reshape(t * r, n).T).reshape(-1, t, r)
+
+    def combine(self, run_means: np.ndarray, family: str) -> np.ndarray:
+        """(B,) grand means from (B, T, R) run means: TRM seeds drawn, then learner seeds within each."""
+        t, r = run_means.shape[1:]
+        per_trm = (self.learners(r, family) * run_means).sum(axis=2) / r
+        return (self.trm * per_trm).sum(axis=1) / t
 
     def replicates(self, values: np.ndarray, family: str) -> np.ndarray:
         """(B,) hierarchical bootstrap replicates of the grand mean of ``values`` (T, R, N)."""
-        learners = self.learners(values.shape[1], family)
-        per_trm = (learners * self.run_means(values)).sum(axis=2) / values.shape[1]
-        return (self.trm * per_trm).sum(axis=1) / values.shape[0]
+        return self.combine(self.run_means(values), family)
+
+    def replicates_many(self, values: list[np.ndarray], families: list[str]) -> list[np.ndarray]:
+        """``replicates`` of many (T, R_i, N) arrays with one matrix product (what a curve of many points needs)."""
+        flat = np.concatenate([v.reshape(-1, v.shape[-1]) for v in values]).T
+        means, out, start = self._normalised @ flat, [], 0
+        for v, family in zip(values, families, strict=True):
+            width = v.shape[0] * v.shape[1]
+            out.append(self.combine(means[:, start : start + width].reshape(-1, *v.shape[:2]), family))
+            start += width
+        return out
 
     def improvement(self, first: np.ndarray, second: np.ndarray, names: tuple[str, str]
                     ) -> tuple[float, np.ndarray]:  # fmt: skip

@@ -48,6 +48,7 @@ class Results:
     tables: dict[tuple[int, str], Rollouts] = field(default_factory=dict)
     details: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     _steps: dict[Key, dict[tuple[int, int], np.ndarray]] = field(default_factory=lambda: defaultdict(dict))
+    _arrays: dict[Key, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def add(self, trm_seed: int, split: str, point: dict[str, Any], steps: np.ndarray) -> None:
         """Record a point's halting steps; keys beyond policy/param/seed are hyperparameters chosen on val."""
@@ -71,6 +72,11 @@ class Results:
 
     def arrays(self, key: Key) -> dict[str, np.ndarray]:
         """Every metric of a point as (T, R, N); every TRM seed must hold the same learner seeds."""
+        if key not in self._arrays:
+            self._arrays[key] = self._build(key)
+        return self._arrays[key]
+
+    def _build(self, key: Key) -> dict[str, np.ndarray]:
         split, seeds = key[0], self.learner_seeds(key)
         found = self._steps[key]
         missing = [(t, r) for t in self.trm_seeds for r in seeds if (t, r) not in found]
@@ -92,25 +98,24 @@ def _metrics(table: Rollouts, steps: np.ndarray, step_cost: float) -> dict[str, 
             "profit_weighted_ce": table.profit_weighted_ce[rows, t]}  # fmt: skip
 
 
-def _interval(draws: Draws, values: np.ndarray, family: str) -> tuple[float, float]:
-    return percentile_interval(draws.replicates(values, family))
-
-
 def curves(results: Results, draws: dict[str, Draws]) -> pd.DataFrame:
     """Every point on every split: means, 95% hierarchical CIs of accuracy, pwCE and return."""
     rows = []
     for split, split_draws in draws.items():
-        for key in results.keys(split):
-            arrays, family = results.arrays(key), key[1]
-            row = {"task": results.task, "split": split, "policy": family, "param": key[2],
-                   "seed": ",".join(map(str, results.learner_seeds(key))), "n_trm_seeds": len(results.trm_seeds),
-                   "mean_steps": arrays["halt_step"].mean(), "mean_pnl": arrays["pnl"].mean(),
-                   "n": arrays["halt_step"].size}  # fmt: skip
-            for metric, name in (("correct", "accuracy"), ("profit_weighted_ce", "profit_weighted_ce"),
-                                 ("episode_return", "mean_return")):  # fmt: skip
-                row[name] = arrays[metric].mean()
-                row[f"{name}_lo"], row[f"{name}_hi"] = _interval(split_draws, arrays[metric], family)
-            rows.append(row)
+        keys = results.keys(split)
+        arrays = [results.arrays(key) for key in keys]
+        families = [key[1] for key in keys]
+        split_rows = [{"task": results.task, "split": split, "policy": key[1], "param": key[2],
+                       "seed": ",".join(map(str, results.learner_seeds(key))), "n_trm_seeds": len(results.trm_seeds),
+                       "mean_steps": a["halt_step"].mean(), "mean_pnl": a["pnl"].mean(), "n": a["halt_step"].size}
+                      for key, a in zip(keys, arrays, strict=True)]  # fmt: skip
+        for metric, name in (("correct", "accuracy"), ("profit_weighted_ce", "profit_weighted_ce"),
+                             ("episode_return", "mean_return")):  # fmt: skip
+            replicates = split_draws.replicates_many([a[metric] for a in arrays], families)
+            for row, a, rep in zip(split_rows, arrays, replicates, strict=True):
+                row[name] = a[metric].mean()
+                row[f"{name}_lo"], row[f"{name}_hi"] = percentile_interval(rep)
+        rows += split_rows
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 

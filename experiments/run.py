@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from agents.backend import BACKENDS, make_backend
 from agents.curves import DEFAULT_PARAMS
 from agents.learners import GRIDS, LEARNERS, PONDER_VARIANTS
 from agents.report import analyse, write_outputs
@@ -39,14 +40,16 @@ from trm_env.rollouts import shipped_checkpoint
 from trm_env.training import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-RL_DEFAULTS = dict(algo="ppo", total_timesteps=100_000, n_envs=16, hyperparameters={})
+DEFAULT_BACKEND = "serial"
+COMMON = dict(tasks=["sp500", "regime-chain"], trm_seeds=[0, 1, 2], retrain=False, eval_step_cost=DEFAULT_STEP_COST,
+              learners=list(LEARNERS), task_kwargs={}, checkpoints={}, algo="ppo", n_envs=16, hyperparameters={})
 CONFIGS: dict[str, dict[str, Any]] = {
-    "quick": dict(tasks=["sp500", "regime-chain"], trm_seeds=[0, 1, 2], retrain=False, step_costs=[DEFAULT_STEP_COST],
-                  rl_seeds=[0], random_seeds=[0], learner_seeds=[0], learners=list(LEARNERS),
-                  eval_step_cost=DEFAULT_STEP_COST, n_resamples=1000, **RL_DEFAULTS),
-    "full": dict(tasks=["sp500", "regime-chain"], trm_seeds=[0, 1, 2], retrain=False, step_costs=[0.005, 0.01, 0.02],
-                 rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2], learner_seeds=[0, 1, 2], learners=list(LEARNERS),
-                 eval_step_cost=DEFAULT_STEP_COST, n_resamples=2000, **{**RL_DEFAULTS, "total_timesteps": 300_000}),
+    "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
+                  total_timesteps=100_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
+                  n_resamples=1000),
+    "full": dict(COMMON, step_costs=[0.005, 0.01, 0.02], rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2],
+                 learner_seeds=[0, 1, 2], total_timesteps=300_000, ponder_variants=[list(v) for v in PONDER_VARIANTS],
+                 act_taus=list(GRIDS["act"]), n_resamples=2000),
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",
@@ -77,16 +80,26 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
         raise ValueError(f"learners must be a list of {list(LEARNERS)}; unknown: {unknown}")
     if config["algo"] not in HYPERPARAMETERS:
         raise ValueError(f"algo must be one of {sorted(HYPERPARAMETERS)}, got {config['algo']!r}")
-    retrain = config["retrain"]
-    missing = sorted({t for t in config["tasks"] for s in config["trm_seeds"] if not _source(t, s, retrain).is_file()})
+    for key in ("task_kwargs", "checkpoints"):
+        if not isinstance(config[key], dict) or not set(config[key]) <= set(config["tasks"]):
+            raise ValueError(f"{key} must map tasks of the config to their values, got {config[key]!r}")
+    for task, folders in config["checkpoints"].items():
+        if not isinstance(folders, list) or len(folders) != len(config["trm_seeds"]):
+            raise ValueError(f"checkpoints[{task!r}] must list one run directory per TRM seed {config['trm_seeds']}")
+    missing = sorted({t for t in config["tasks"] for s in config["trm_seeds"] if not _source(config, t, s).is_file()})
     if not config["tasks"] or missing:
-        what = "a training config in experiments/configs" if retrain else "a shipped checkpoint per TRM seed"
+        what = "a training config in experiments/configs" if config["retrain"] else "a checkpoint per TRM seed"
         raise ValueError(f"tasks must be a non-empty list of tasks with {what}; {missing or 'none'} lack one")
     return config
 
 
-def _source(task: str, seed: int, retrain: bool) -> Path:
-    return CONFIG_DIR / f"{task}.json" if retrain else shipped_checkpoint(task, seed) / "model.pt"
+def _source(config: dict[str, Any], task: str, seed: int) -> Path:
+    """What a TRM seed needs before any work: its training config (retrain) or its checkpoint."""
+    if config["retrain"]:
+        return CONFIG_DIR / f"{task}.json"
+    given = config["checkpoints"].get(task)
+    folder = Path(given[config["trm_seeds"].index(seed)]) if given else shipped_checkpoint(task, seed)
+    return folder / "model.pt"
 
 
 def sha256_file(path: Path) -> str:
@@ -94,15 +107,15 @@ def sha256_file(path: Path) -> str:
 
 
 class Run:
-    """A run directory: stage keys, atomic artifacts, and the log of what ran.
+    """A run directory: stage keys, atomic artifacts, the log of what ran, and the backend that runs stages.
 
     Every stage records the key it was made under (the config entries it depends on and the digests
-    of its inputs) in ``<artifact>.key.json``, written after the artifact; a stage is redone when its
+    or keys of its inputs) in ``<artifact>.key.json``, written after the artifact; a stage is redone when its
     key changed or the key file is missing. ``config.json`` is written last, when every stage is done.
     """
 
-    def __init__(self, out: Path, config: dict[str, Any], force: bool) -> None:
-        self.out, self.config, self.force = out, config, force
+    def __init__(self, out: Path, config: dict[str, Any], force: bool, backend: Any) -> None:
+        self.out, self.config, self.force, self.backend = out, config, force, backend
         self.ran: list[str] = []
         recorded = out / "config.json"
         if recorded.is_file() and not force:
@@ -117,18 +130,33 @@ class Run:
             return False
         return json.loads(key_file.read_text()) == json.loads(json.dumps(key))
 
-    def stage(self, name: str, artifact: Path, key: dict[str, Any], fn: Any, **kwargs: Any) -> None:
-        """Run ``fn(**kwargs)`` unless ``artifact`` is fresh under ``key``; then record the key."""
+    def stage(self, name: str, artifact: Path, key: dict[str, Any], fn: Any, after: tuple[Any, ...] = (),
+              **kwargs: Any) -> Any:  # fmt: skip
+        """Submit ``fn(**kwargs)`` unless ``artifact`` is fresh under ``key``; its key is recorded once it is done."""
         if self.fresh(artifact, key):
-            return
-        fn(**kwargs)
-        write_json_atomic(artifact.with_name(f"{artifact.name}.key.json"), key)
-        self.ran.append(name)
+            return None
+        try:
+            return self.backend.submit(fn, kwargs, tuple(a for a in after if a is not None), (name, artifact, key))
+        except BaseException:
+            self._record(self.backend.gather()[0])
+            raise
+
+    def _record(self, done: list[tuple[str, Path, dict[str, Any]]]) -> None:
+        for name, artifact, key in done:
+            write_json_atomic(artifact.with_name(f"{artifact.name}.key.json"), key)
+            self.ran.append(name)
+
+    def flush(self) -> None:
+        """Wait for every submitted stage; record the finished ones; raise the first failure."""
+        done, failed = self.backend.gather()
+        self._record(done)
+        if failed is not None:
+            raise failed
 
     def checkpoint(self, task: str, seed: int) -> Path:
-        """Stage 1: the TRM folder of ``task`` and ``seed``."""
+        """Stage 1: the TRM folder of ``task`` and ``seed`` (shipped, given in the config, or retrained)."""
         if not self.config["retrain"]:
-            return shipped_checkpoint(task, seed)
+            return _source(self.config, task, seed).parent
         folder = self.out / "trm" / task / f"seed{seed}"
         config = TrainConfig.from_json(CONFIG_DIR / f"{task}.json")
         config.seed = seed
@@ -136,39 +164,49 @@ class Run:
                    train_trm_stage, task=task, seed=seed, config_path=CONFIG_DIR / f"{task}.json", out_dir=folder)
         return folder
 
-    def rl_agents(self, task: str, seed: int, checkpoint: Path) -> list[Path]:
-        """Stage 2: one agent per RL training cost and RL seed, trained on the halt split."""
+    def rl_agents(self, task: str, seed: int, checkpoint: Path) -> tuple[list[Path], list[dict[str, Any]], list[Any]]:
+        """Stage 2: one agent per RL training cost and RL seed, trained on the halt split: paths, keys, jobs."""
         c = self.config
         settings = {k: c[k] for k in ("algo", "total_timesteps", "n_envs", "hyperparameters")}
-        paths = []
+        paths, keys, jobs = [], [], []
         for cost in c["step_costs"]:
             for rl_seed in c["rl_seeds"]:
                 path = self.out / "rl" / task / f"trm{seed}" / f"{c['algo']}_cost{cost:g}_seed{rl_seed}.zip"
-                key = {"stage": "rl", "task": task, "checkpoint": sha256_file(checkpoint / "model.pt"), "cost": cost,
-                       "seed": rl_seed, **settings, "defaults": HYPERPARAMETERS[c["algo"]]}  # fmt: skip
-                self.stage(f"rl/{task}/trm{seed}/{path.stem}", path, key, train_rl_stage, task=task,
-                           checkpoint=checkpoint, step_cost=cost, seed=rl_seed, settings=settings, out=path,
-                           tensorboard=self.out / "tensorboard")  # fmt: skip
+                key = {"stage": "rl", "task": task, "task_kwargs": self._task_kwargs(task),
+                       "checkpoint": sha256_file(checkpoint / "model.pt"), "cost": cost, "seed": rl_seed, **settings,
+                       "defaults": HYPERPARAMETERS[c["algo"]]}  # fmt: skip
+                jobs.append(self.stage(f"rl/{task}/trm{seed}/{path.stem}", path, key, train_rl_stage, task=task,
+                                       task_kwargs=self._task_kwargs(task), checkpoint=checkpoint, step_cost=cost,
+                                       seed=rl_seed, settings=settings, out=path,
+                                       tensorboard=self.out / "tensorboard"))  # fmt: skip
                 paths.append(path)
-        return paths
+                keys.append(key)
+        return paths, keys, jobs
 
-    def evaluations(self, task: str, seed: int, checkpoint: Path, agents: list[Path]) -> dict[str, Path]:
-        """Stage 3: every policy group's halting steps on val and test."""
+    def evaluations(self, task: str, seed: int, checkpoint: Path, rl: tuple[list[Path], list[dict], list[Any]]
+                    ) -> dict[str, Path]:  # fmt: skip
+        """Stage 3: every policy group's halting steps on val and test (the RL group after its agents)."""
         c = self.config
         settings = {"step_cost": c["eval_step_cost"], "random_seeds": c["random_seeds"],
-                    "learner_seeds": c["learner_seeds"]}  # fmt: skip
+                    "learner_seeds": c["learner_seeds"], "ponder_variants": c["ponder_variants"],
+                    "act_taus": c["act_taus"]}  # fmt: skip
+        paths, keys, jobs = rl
         out = {}
         for group in ("rules", "rl", *c["learners"]):
             path = self.out / "episodes" / task / f"trm{seed}" / f"{group}.npz"
-            key = {"stage": "evaluate", "group": group, "checkpoint": sha256_file(checkpoint / "model.pt"),
-                   "settings": settings, "grids": {"rules": DEFAULT_PARAMS, "learners": GRIDS,
-                                                   "ponder_variants": PONDER_VARIANTS},
-                   "rl": [sha256_file(p) for p in agents] if group == "rl" else []}  # fmt: skip
-            self.stage(f"episodes/{task}/trm{seed}/{group}", path, key, evaluate_stage, task=task,
+            key = {"stage": "evaluate", "group": group, "task_kwargs": self._task_kwargs(task),
+                   "checkpoint": sha256_file(checkpoint / "model.pt"), "settings": settings,
+                   "grids": {"rules": DEFAULT_PARAMS, "learners": GRIDS},
+                   "rl": keys if group == "rl" else []}  # fmt: skip
+            self.stage(f"episodes/{task}/trm{seed}/{group}", path, key, evaluate_stage,
+                       after=tuple(jobs) if group == "rl" else (), task=task, task_kwargs=self._task_kwargs(task),
                        checkpoint=checkpoint, group=group, settings=settings, out=path,
-                       rl_paths=agents if group == "rl" else ())  # fmt: skip
+                       rl_paths=paths if group == "rl" else ())  # fmt: skip
             out[group] = path
         return out
+
+    def _task_kwargs(self, task: str) -> dict[str, Any]:
+        return dict(self.config["task_kwargs"].get(task, {}))
 
     def finish(self) -> None:
         write_json_atomic(self.out / "config.json", self.config)
@@ -180,18 +218,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="run directory (default runs/<config name>)")
     parser.add_argument("--retrain", action="store_true", help="train the TRMs instead of using shipped checkpoints")
     parser.add_argument("--force", action="store_true", help="redo every stage (and accept a changed config)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help=f"run independent stages one by one or as Ray tasks (default {DEFAULT_BACKEND})")
+    parser.add_argument("--address", help="with --backend ray: join this Ray cluster ('auto' or host:port)")
+    parser.add_argument("--num-cpus", type=int, help="with --backend ray and no address: CPUs of the local Ray")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.retrain)
-    run = Run(args.out or Path("runs") / config["name"], config, args.force)
-    start = time.perf_counter()
-    artifacts: dict[str, dict[int, dict[str, Path]]] = {}
-    agents: dict[str, dict[int, list[Path]]] = {}
-    for task in config["tasks"]:
-        for seed in config["trm_seeds"]:
-            checkpoint = run.checkpoint(task, seed)
-            agents.setdefault(task, {})[seed] = run.rl_agents(task, seed, checkpoint)
-            artifacts.setdefault(task, {})[seed] = {"checkpoint": checkpoint,
-                                                    **run.evaluations(task, seed, checkpoint, agents[task][seed])}
+    backend = make_backend(args.backend, args.address, args.num_cpus)
+    try:
+        return _main(Run(args.out or Path("runs") / config["name"], config, args.force, backend))
+    finally:
+        backend.close()
+
+
+def _main(run: Run) -> int:
+    config, start = run.config, time.perf_counter()
+    pairs = [(task, seed) for task in config["tasks"] for seed in config["trm_seeds"]]
+    checkpoints = {pair: run.checkpoint(*pair) for pair in pairs}
+    run.flush()  # the TRMs first: every later key holds their digests
+    rl = {pair: run.rl_agents(*pair, checkpoints[pair]) for pair in pairs}
+    evaluations = {pair: run.evaluations(*pair, checkpoints[pair], rl[pair]) for pair in pairs}
+    run.flush()
+    artifacts = {task: {seed: {"checkpoint": checkpoints[(task, seed)], **evaluations[(task, seed)]}
+                        for seed in config["trm_seeds"]} for task in config["tasks"]}  # fmt: skip
+    agents = {task: {seed: rl[(task, seed)][0] for seed in config["trm_seeds"]} for task in config["tasks"]}
     analysis = analyse(artifacts, agents, config)
     write_outputs(run.out, analysis, config)
     run.finish()

@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-envs", type=int, default=16)
     parser.add_argument("--split", default="halt", choices=SPLITS, help="training split (default: halt)")
     parser.add_argument("--checkpoint", help="TRM checkpoint (default: the shipped one for the task)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the agent trains")
     parser.add_argument("--out", type=Path, help="where to save the SB3 zip (default runs/agents/<task>_<algo>)")
     args, extra = parser.parse_known_args(argv)
     task = load_task(args.task, **overrides_from_args(extra))
     out = args.out or Path("runs") / "agents" / f"{args.task}_{args.algo}_cost{args.step_cost:g}_seed{args.seed}"
     env_kwargs = {} if args.checkpoint is None else {"checkpoint": args.checkpoint}
     policy = train_rl_policy(task=task, algo=args.algo, step_cost=args.step_cost, total_timesteps=args.timesteps,
-                             seed=args.seed, n_envs=args.n_envs, split=args.split, out=out,
+                             seed=args.seed, n_envs=args.n_envs, split=args.split, out=out, device=args.device,
                              tensorboard_log=Path(f"{out}_tensorboard"), **env_kwargs)  # fmt: skip
     episodes = evaluate_policies([policy, HaltHeadPolicy(0.5), OraclePolicy()], task, **env_kwargs)
     curves = curve_from_episodes(episodes)

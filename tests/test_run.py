@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -205,7 +206,7 @@ def test_interrupted_forced_run_leaves_no_stale_stage(tiny_run: Path, run_module
     with the new one is refused, and a plain rerun with the old one redoes what the dead run replaced."""
     out = _copy(tiny_run, tmp_path)
     changed = ["--config", str(_config(tmp_path, total_timesteps=512)), "--out", str(out)]
-    monkeypatch.setattr(run_module, "evaluate_stage", _boom)  # dies after the first RL stage
+    monkeypatch.setattr(run_module, "evaluate_stage", _boom)  # dies after the RL stages
     with pytest.raises(RuntimeError, match="stage failed"):
         run_module.main([*changed, "--force"])
     monkeypatch.undo()
@@ -215,9 +216,9 @@ def test_interrupted_forced_run_leaves_no_stale_stage(tiny_run: Path, run_module
         run_module.main(changed)
     (tmp_path / "old").mkdir()
     text = _main(run_module, capsys, "--config", str(_config(tmp_path / "old")), "--out", str(out))
-    assert "stages run now: 2" in text  # the RL agent of TRM seed 0 and, since it changed, its RL evaluation
+    assert "stages run now: 2" in text  # both RL agents; the evaluations were made under the old keys, untouched
     assert _key(agent)["total_timesteps"] == 1024
-    assert _key(out / "episodes" / TASK / "trm0" / "rl.npz")["rl"] == [run_module.sha256_file(agent)]
+    assert [key["total_timesteps"] for key in _key(out / "episodes" / TASK / "trm0" / "rl.npz")["rl"]] == [1024]
 
 
 def test_retrain_is_keyed_on_the_training_config(run_module: ModuleType, tmp_path: Path,
@@ -271,7 +272,9 @@ def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: Modu
         ({"algo": "a2c"}, "algo"),
         ({"learners": ["fitted_q", "magic"]}, "unknown: \\['magic'\\]"),
         ({"learning_rate": 0.1}, "unknown config keys"),
-        ({"tasks": ["nasdaq"]}, r"shipped checkpoint per TRM seed; \['nasdaq'\] lack one"),
+        ({"tasks": ["nasdaq"]}, r"a checkpoint per TRM seed; \[.nasdaq.\] lack one"),
+        ({"checkpoints": {"sp500": ["x"]}}, "checkpoints must map tasks"),
+        ({"checkpoints": {TASK: ["x"]}}, "one run directory per TRM seed"),
         ({"trm_seeds": [0, 7]}, r"\['regime-chain'\] lack one"),
         ({"tasks": []}, "non-empty list of tasks"),
     ],
@@ -289,6 +292,23 @@ def test_unknown_named_config(run_module: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--config"):
         run_module.main(["--config", "nope", "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
+
+
+def test_ray_backend_gives_the_same_bytes_as_serial(tiny_run: Path, run_module: ModuleType, tmp_path: Path) -> None:
+    """A local Ray with 2 CPUs, same config and seeds: the same RL agents, halting steps and tables."""
+    out = tmp_path / "ray"
+    assert run_module.main(["--config", str(_config(tmp_path)), "--out", str(out), "--backend", "ray",
+                            "--num-cpus", "2"]) == 0  # fmt: skip
+    for name in ("curves.csv", "summary.csv", "episodes.csv"):
+        assert (out / name).read_bytes() == (tiny_run / name).read_bytes(), name
+    for seed in (0, 1):
+        ours, theirs = RLHaltingPolicy.load(_rl_zip(out, seed)), RLHaltingPolicy.load(_rl_zip(tiny_run, seed))
+        for a, b in zip(ours.model.policy.parameters(), theirs.model.policy.parameters(), strict=True):
+            assert torch.equal(a, b)
+        for group in GROUPS:
+            path = Path("episodes") / TASK / f"trm{seed}" / f"{group}.npz"
+            with np.load(out / path) as a, np.load(tiny_run / path) as b:
+                assert all(np.array_equal(a[k], b[k]) for k in a.files), path
 
 
 def test_help_exits_zero() -> None:

@@ -32,7 +32,7 @@ from trm_env.checks import check_int
 from trm_env.io import atomic_path
 from trm_env.loss import PNL_SCALE
 
-__all__ = ["CHECKPOINT_FORMAT", "TRMState", "TinyRecursiveModel", "torch_threads"]
+__all__ = ["CHECKPOINT_FORMAT", "TRMState", "TinyRecursiveModel", "resolve_device", "torch_threads"]
 
 CHECKPOINT_FORMAT = "trm_env/TinyRecursiveModel/v1"
 _ROLLOUT_CHUNK = 4096  # rows per inference block (benchmark.py: 2048-8192 all far faster than one block)
@@ -47,6 +47,19 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (refused when CUDA is not available) or ``"auto"`` (cuda when available)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available here (use 'auto' or 'cpu')")
+    return torch.device(device)
 
 
 def _map_blocks(fn: Callable[[Tensor], tuple[Tensor, ...]], blocks: tuple[Tensor, ...]) -> list[tuple[Tensor, ...]]:
@@ -207,6 +220,9 @@ class TinyRecursiveModel(nn.Module):
         self._check_input(x)
         if self.training and torch.is_grad_enabled():
             return self._rollout_block(x, steps, return_answers)
+        if x.device.type != "cpu":  # an accelerator takes the whole batch at once
+            with torch.no_grad():
+                return self._rollout_block(x, steps, return_answers)  # type: ignore[return-value]
 
         def block(rows: Tensor) -> tuple[Tensor, ...]:
             with torch.no_grad():  # grad mode is per thread
@@ -235,8 +251,9 @@ class TinyRecursiveModel(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Write ``{format, config, train_config, state_dict}`` atomically (temp file, fsync, rename)."""
+        state = {name: tensor.detach().cpu() for name, tensor in self.state_dict().items()}  # loads on any device
         payload = {"format": CHECKPOINT_FORMAT, "config": self.config, "train_config": self.train_config,
-                   "state_dict": self.state_dict()}  # fmt: skip
+                   "state_dict": state}  # fmt: skip
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 

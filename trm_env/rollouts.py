@@ -33,7 +33,7 @@ import torch
 from trm_env.checks import check_int
 from trm_env.io import atomic_dir
 from trm_env.loss import profit_weighted_ce
-from trm_env.model import TinyRecursiveModel
+from trm_env.model import TinyRecursiveModel, resolve_device
 from trm_env.observation import OBSERVATIONS, observation_layout, observation_limits, observation_table
 from trm_env.task import Task
 from trm_env.tasks import load_task
@@ -235,8 +235,9 @@ def simulate(
     """The rollout table of ``checkpoint`` (default: the task's shipped model) over ``split``, K steps.
 
     ``task`` is a name of ``load_task`` or a ``Task``; ``checkpoint`` a ``model.pt``, a run directory or a
-    ``TinyRecursiveModel``. ``cache_dir=True`` uses ``default_cache_dir()``; a path, that folder;
-    ``False``/``None`` keeps the table in memory only.
+    ``TinyRecursiveModel``. ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (where the rollout runs; a table
+    made on an accelerator is keyed apart from the CPU's). ``cache_dir=True`` uses ``default_cache_dir()``;
+    a path, that folder; ``False``/``None`` keeps the table in memory only.
     """
     if not isinstance(task, Task | str):
         raise TypeError(f"task must be a task name or a Task, got {type(task).__name__}")
@@ -244,26 +245,29 @@ def simulate(
     task.split(split)  # ValueError listing the valid splits
     model = resolve_model(checkpoint, task)
     max_steps = check_int("max_steps", model.max_steps if max_steps is None else max_steps, maximum=model.max_steps)
+    where = resolve_device(device)
     parts = [_CODE_DIGEST.hexdigest(), _model_digest(model), task.key(), split, max_steps, model.pnl_scale]
+    parts += [] if where.type == "cpu" else [where.type]
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
     if key in _MEMORY:
         return _remember(key, _MEMORY[key])
     folder = default_cache_dir() if cache_dir is True else (Path(cache_dir) if cache_dir else None)
     if folder is not None and (folder / key / "meta.json").is_file():
         return _remember(key, Rollouts.load(folder / key))
-    rollouts = _simulate(model, task, split, max_steps, key, device)
+    rollouts = _simulate(model, task, split, max_steps, key, where)
     if folder is not None:
         rollouts.save(folder / key)
     return _remember(key, rollouts)
 
 
 @torch.no_grad()
-def _simulate(model: TinyRecursiveModel, task: Task, split: str, k: int, key: str, device: str) -> Rollouts:
+def _simulate(model: TinyRecursiveModel, task: Task, split: str, k: int, key: str, device: torch.device) -> Rollouts:
     """One batched rollout over the split, turned into observation, reward and info tables."""
     rows = task.split(split)
     x = torch.from_numpy(np.ascontiguousarray(task.features[rows]))
+    home = next(model.parameters()).device
     logits, halt_logits, y = (t.cpu() for t in model.to(device).rollout(x.to(device), steps=k, return_answers=True))
-    model.to("cpu")
+    model.to(home)
     c = logits.shape[-1]
     halt_prob = halt_logits.sigmoid()
     latent, layout = observation_table(logits, halt_logits, y)

@@ -4,7 +4,11 @@ For every batch: run K supervision steps, apply ``TRMLoss`` to each step's logit
 losses, and take **one** AdamW step per batch. TRM steps the optimizer after every supervision step;
 the state handed between steps is detached, so both give each step its own loss signal, and one step
 per batch costs K times fewer optimizer updates (documented choice: faster on CPU). An EMA of the weights is what we
-evaluate, early-stop on (validation profit-weighted CE at the last step) and save.
+evaluate, early-stop on (validation profit-weighted CE at the last step) and save. ``detach_steps=False``
+backpropagates through all K steps instead: a later step's loss then also trains the steps that wrote its
+state, which a fixed-input task needs (with the state detached, every step learns only a one-shot
+answer and no step learns to leave a usable intermediate result). ``device="cuda"`` trains on a GPU; the
+final model, its metrics and the saved weights are on the CPU either way.
 
 A run directory holds ``model.pt`` (see ``TinyRecursiveModel.save``), ``config.json`` (every
 hyperparameter, the task name and its data hash) and ``metrics.json`` (per step on every split:
@@ -28,7 +32,7 @@ from tqdm.auto import tqdm
 from trm_env.checks import check_int
 from trm_env.io import write_json_atomic
 from trm_env.loss import PNL_SCALE, TRMLoss, class_weights_from_labels, halt_target, profit_weighted_ce
-from trm_env.model import TinyRecursiveModel, torch_threads
+from trm_env.model import TinyRecursiveModel, resolve_device, torch_threads
 from trm_env.task import SPLITS, Task
 from trm_env.tasks import load_task
 
@@ -57,8 +61,9 @@ class TrainConfig:
     lambda_profit: float = 1.0
     confidence_threshold: float = 0.7
     pnl_scale: float = PNL_SCALE
-    class_weights: bool = True
+    class_weights: bool = False  # True: inverse-frequency weights of the train split (every class must occur)
     detach_steps: bool = True  # False: backpropagate through all K steps (see the module docstring)
+    device: str = "cpu"  # "cpu", "cuda" or "auto"; the saved model and its metrics are computed on the CPU
     seed: int = 0
     num_threads: int = 1  # tiny matmuls: one thread is fastest on CPU and keeps results reproducible
 
@@ -69,7 +74,7 @@ class TrainConfig:
         if self.lr <= 0 or not 0.0 <= self.ema_decay < 1.0 or self.patience < 1:
             raise ValueError(f"need lr > 0, 0 <= ema_decay < 1, patience >= 1; got {self.lr}, "
                              f"{self.ema_decay}, {self.patience}")  # fmt: skip
-
+        resolve_device(self.device)
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
         """Read the ``train`` section of a ``config.json`` (or a bare dict of fields)."""
@@ -107,7 +112,7 @@ def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale:
     """
     model.eval()
     x, labels, pnl = task.tensors(split)
-    task_logits, halt_logits = model.rollout(x)
+    task_logits, halt_logits = (t.cpu() for t in model.rollout(x.to(next(model.parameters()).device)))
     steps = task_logits.shape[1]
     pred = task_logits.argmax(-1)
     correct = (pred == labels[:, None]).double()
@@ -148,7 +153,9 @@ def _train_epoch(
     """One pass over the train split; returns the epoch's mean loss components per step, (K, components)."""
     model.train()
     sums = torch.zeros(config.max_steps, len(COMPONENTS), dtype=torch.float64)
-    for x, labels, pnl in loader:
+    device = next(model.parameters()).device
+    for batch in loader:
+        x, labels, pnl = (t.to(device) for t in batch)
         state = model.initial_state(x)
         losses = []
         for _ in range(config.max_steps):
@@ -194,16 +201,18 @@ def train(
 def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress: bool, tensorboard: bool
            ) -> tuple[TinyRecursiveModel, dict[str, Any]]:  # fmt: skip
     torch.manual_seed(config.seed)
-    model = build_model(config, task)
-    weights = class_weights_from_labels(task.labels[task.split("train")], task.num_classes)
+    device = resolve_device(config.device)
+    model = build_model(config, task).to(device)
+    weights = class_weights_from_labels(task.labels[task.split("train")], task.num_classes) if config.class_weights \
+        else None  # fmt: skip
     criterion = TRMLoss(
         lambda_halt=config.lambda_halt,
         lambda_profit=config.lambda_profit,
-        class_weights=weights if config.class_weights else None,
+        class_weights=weights,
         confidence_threshold=config.confidence_threshold,
         pnl_scale=config.pnl_scale,
         num_classes=task.num_classes,
-    )
+    ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
     loader = task.loader("train", config.batch_size, shuffle=True, seed=config.seed)
