@@ -133,7 +133,7 @@ def _lines(t: TaskAnalysis) -> list[str]:
     if "rl_ppo" in s.index and np.isfinite(s.loc["rl_ppo", "attainable_gain_share"]):
         lines.append(f"[{t.task}] rl_ppo captures {s.loc['rl_ppo', 'attainable_gain_share']:.1%} of fitted_q's gain")
     if "difficulty" in t.episodes and t.episodes["difficulty"].notna().any():
-        for family in (f for f in LEARNED if f in s.index):
+        for family in (f for f in ("oracle", *LEARNED) if f in s.index):
             group = t.episodes[t.episodes["policy"] == family]
             varies = group["halt_step"].nunique() > 1
             rho = stats.spearmanr(group["difficulty"], group["halt_step"]).statistic if varies else float("nan")

@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.utils import get_linear_fn
 
 from agents.policies import HaltingPolicy, Info
 from trm_env.io import atomic_path, write_json_atomic
@@ -28,18 +33,41 @@ from trm_env.rollouts import Rollouts
 from trm_env.sb3 import make_sb3_vec_env
 from trm_env.task import Task
 
-__all__ = ["ALGOS", "RLHaltingPolicy", "save_rl_policy", "train_rl_policy"]
+__all__ = ["ALGOS", "HYPERPARAMETERS", "N_ENVS", "RLHaltingPolicy", "StepOneHot", "save_rl_policy", "train_rl_policy"]
 
 ALGOS = {"ppo": PPO, "dqn": DQN}
 
 # Episodes last at most K = 16 steps and the objective is the undiscounted return, so gamma = 1.
+# PPO as tuned on regime-chain's val split (docs/rl_tuning.md): gae_lambda = 1 (Monte Carlo advantages;
+# bootstrapping on the critic cost a third of fitted-Q's gain), the one-hot step input (StepOneHot), and
+# 128 envs x 8 steps = one 1024-row minibatch per epoch (an update costs about as much as a 256-row one).
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "ppo": dict(n_steps=64, batch_size=256, n_epochs=4, learning_rate=1e-3, gamma=1.0, gae_lambda=0.95,
-                ent_coef=0.01, policy_kwargs=dict(net_arch=[64, 64])),
+    "ppo": dict(n_steps=8, batch_size=1024, n_epochs=4, learning_rate=1e-3, gamma=1.0, gae_lambda=1.0,
+                ent_coef=0.01, step_onehot=True, policy_kwargs=dict(net_arch=[64, 64])),
     "dqn": dict(learning_rate=5e-4, buffer_size=50_000, learning_starts=1_000, batch_size=128, gamma=1.0,
                 train_freq=4, target_update_interval=500, exploration_fraction=0.3, exploration_final_eps=0.02,
-                policy_kwargs=dict(net_arch=[64, 64])),
+                step_onehot=True, policy_kwargs=dict(net_arch=[64, 64])),
 }  # fmt: skip
+N_ENVS = {"ppo": 128, "dqn": 16}  # the default number of envs per algorithm
+
+
+class StepOneHot(BaseFeaturesExtractor):
+    """The observation with a one-hot of its step appended (read back from the ``step_fraction`` column).
+
+    With it a small MLP learns one halting boundary per step, as fitted-Q's per-step regressors do; from
+    the step fraction alone it learns them far more slowly. It has no parameters and lives inside the
+    SB3 policy, so a saved agent needs nothing else to act. ``hyperparameters`` with ``step_onehot=True``
+    install it.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Box, column: int, max_steps: int) -> None:
+        super().__init__(observation_space, features_dim=observation_space.shape[0] + max_steps)
+        self.column, self.max_steps = column, max_steps
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        step = torch.round(observations[:, self.column] * self.max_steps).long().clamp(1, self.max_steps) - 1
+        onehot = torch.nn.functional.one_hot(step, self.max_steps).to(observations.dtype)
+        return torch.cat([observations, onehot], dim=1)
 
 
 class RLHaltingPolicy(HaltingPolicy):
@@ -77,24 +105,28 @@ def train_rl_policy(
     step_cost: float = 0.01,
     total_timesteps: int = 30_000,
     seed: int = 0,
-    n_envs: int = 16,
+    n_envs: int | None = None,
     split: str = "halt",
     out: str | Path | None = None,
     progress: bool = True,
     tensorboard_log: str | Path | None = None,
     hyperparameters: dict[str, Any] | None = None,
     device: str = "cpu",
+    callback: BaseCallback | None = None,
     **env_kwargs: Any,
 ) -> RLHaltingPolicy:
     """Train an SB3 agent (``"ppo"`` or ``"dqn"``) to halt; with ``out``, save ``out`` (.zip) and its .json.
 
-    TensorBoard logs go to ``tensorboard_log`` (default: a ``tensorboard`` folder beside ``out``).
-    ``hyperparameters`` override ``HYPERPARAMETERS[algo]`` key by key; ``device`` ("cpu", "cuda", "auto") is
+    ``n_envs`` defaults to ``N_ENVS[algo]``. TensorBoard logs go to ``tensorboard_log`` (default: a
+    ``tensorboard`` folder beside ``out``). ``hyperparameters`` override ``HYPERPARAMETERS[algo]`` key by
+    key; ``step_onehot=True`` among them installs ``StepOneHot``, ``learning_rate_end`` decays the learning
+    rate linearly to it over the run. ``callback`` goes to SB3's ``learn``. ``device`` ("cpu", "cuda", "auto") is
     where the agent's network trains (a 64x64 MLP is fastest on the CPU). ``env_kwargs`` (checkpoint,
     rollouts, reward, observation, max_steps) go to the environment.
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; valid: {sorted(ALGOS)}")
+    n_envs = N_ENVS[algo] if n_envs is None else n_envs
     if not step_cost >= 0:
         raise ValueError(f"step_cost must be >= 0, got {step_cost}")
     if total_timesteps < 1 or n_envs < 1:
@@ -105,13 +137,14 @@ def train_rl_policy(
     settings = {**HYPERPARAMETERS[algo], **(hyperparameters or {})}
     model = ALGOS[algo](
         "MlpPolicy", venv, seed=seed, device=resolve_device(device), verbose=0,
-        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **settings,
+        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **_model_settings(settings, venv),
     )  # fmt: skip
     if tensorboard_log is None:
         model.set_logger(Logger(folder=None, output_formats=[]))  # SB3 would otherwise make an empty /tmp/SB3-* folder
     start = time.perf_counter()
     with torch_threads(1):  # a 64x64 MLP: threads only add overhead on CPU
-        model.learn(total_timesteps, progress_bar=progress, tb_log_name=f"{algo}_cost{step_cost:g}_seed{seed}")
+        model.learn(total_timesteps, callback=callback, progress_bar=progress,
+                    tb_log_name=f"{algo}_cost{step_cost:g}_seed{seed}")  # fmt: skip
     seconds = round(time.perf_counter() - start, 2)
     policy = RLHaltingPolicy(model, algo=algo, step_cost=step_cost, seed=seed)
     if out is not None:
@@ -120,6 +153,21 @@ def train_rl_policy(
                        train_seconds=seconds, hyperparameters=json.loads(json.dumps(settings, default=str)),
                        env_kwargs={k: _describe(v) for k, v in env_kwargs.items()})  # fmt: skip
     return policy
+
+
+def _model_settings(settings: dict[str, Any], venv: Any) -> dict[str, Any]:
+    """SB3 keyword arguments from our hyperparameters: ``step_onehot`` and ``learning_rate_end`` become the
+    features extractor and a linear learning-rate schedule."""
+    model = {key: value for key, value in settings.items() if key not in ("step_onehot", "learning_rate_end")}
+    if "learning_rate_end" in settings:
+        model["learning_rate"] = get_linear_fn(settings["learning_rate"], settings["learning_rate_end"], 1.0)
+    if settings.get("step_onehot"):
+        table = venv.get_attr("rollouts")[0]
+        extractor = dict(features_extractor_class=StepOneHot,
+                         features_extractor_kwargs=dict(column=table.layout["step_fraction"].start,
+                                                        max_steps=table.max_steps))  # fmt: skip
+        model["policy_kwargs"] = {**model.get("policy_kwargs", {}), **extractor}
+    return model
 
 
 def _describe(value: Any) -> Any:

@@ -19,6 +19,8 @@ return ``ours``, ``baseline`` (both in ``unit``), ``ratio = ours / baseline`` an
   observation-only points, and the table's ratio to it (target >= 5x).
 - ``env_from_saved``: building a ``HaltingEnv`` from a saved ``Rollouts`` folder vs simulating the table
   (disk cache off) and building it: builds/s on regime-chain's val split (target >= 10x).
+- ``ray_rl_stage`` (``bench_ray.py``): the study's RL stage (6 PPO agents) on a local Ray with 2 CPUs vs
+  serially (target >= 1.6x), with Ray's start-up; the row also gives Ray with 1 CPU (the scaling).
 
 Every measurement alternates ours and the baseline over a few rounds and keeps each one's best rate,
 so a busy machine slows both alike. ``python experiments/benchmark.py --help`` for the options.
@@ -34,6 +36,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from bench_ray import bench_ray_rl_stage
 from bench_tables import NUM_VECTOR_ENVS, bench_env_from_saved, bench_evaluate_table, bench_model_rollout
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
@@ -138,6 +141,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "model_rollout": bench_model_rollout,
     "evaluate_table": bench_evaluate_table,
     "env_from_saved": bench_env_from_saved,
+    "ray_rl_stage": bench_ray_rl_stage,
 }
 
 
@@ -159,6 +163,11 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| evaluate_table vs free-running vector env | {r['ours']:,.0f} | {r['free_running']:,.0f} "
                      f"| episodes/s | {r['ratio_vs_free_running']:.2f}x | >= {r['target_vs_free']:.1f}x "
                      f"| {'yes' if r['met_vs_free'] else 'NO'} |")  # fmt: skip
+    if "ray_rl_stage" in results:
+        r = results["ray_rl_stage"]
+        lines.append(f"\nray_rl_stage: {r['agents']} agents x {r['timesteps']:,} steps: serial {r['serial_s']:.1f} s, "
+                     f"Ray 2 CPUs {r['ray_2cpu_s']:.1f} s, Ray 1 CPU {r['ray_1cpu_s']:.1f} s "
+                     f"(1 -> 2 CPUs: {r['scaling_1_to_2_cpus']:.2f}x)")  # fmt: skip
     if "model_rollout" in results:
         r = results["model_rollout"]
         lines += [

@@ -32,7 +32,7 @@ from agents.backend import BACKENDS, make_backend
 from agents.curves import DEFAULT_PARAMS
 from agents.learners import GRIDS, LEARNERS, PONDER_VARIANTS
 from agents.report import analyse, write_outputs
-from agents.rl import HYPERPARAMETERS
+from agents.rl import HYPERPARAMETERS, N_ENVS
 from agents.stages import evaluate_stage, train_rl_stage, train_trm_stage
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import write_json_atomic
@@ -41,15 +41,16 @@ from trm_env.training import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_BACKEND = "serial"
-COMMON = dict(tasks=["sp500", "regime-chain"], trm_seeds=[0, 1, 2], retrain=False, eval_step_cost=DEFAULT_STEP_COST,
-              learners=list(LEARNERS), task_kwargs={}, checkpoints={}, algo="ppo", n_envs=16, hyperparameters={})
+COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2], retrain=False,
+              eval_step_cost=DEFAULT_STEP_COST, learners=list(LEARNERS), task_kwargs={}, checkpoints={}, algo="ppo",
+              n_envs=N_ENVS["ppo"], hyperparameters={})
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
-                  total_timesteps=100_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
+                  total_timesteps=200_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
                   n_resamples=1000),
     "full": dict(COMMON, step_costs=[0.005, 0.01, 0.02], rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2],
-                 learner_seeds=[0, 1, 2], total_timesteps=300_000, ponder_variants=[list(v) for v in PONDER_VARIANTS],
-                 act_taus=list(GRIDS["act"]), n_resamples=2000),
+                 learner_seeds=[0, 1, 2], total_timesteps=1_000_000, hyperparameters={"learning_rate_end": 0.0},
+                 ponder_variants=[list(v) for v in PONDER_VARIANTS], act_taus=list(GRIDS["act"]), n_resamples=2000),
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",

@@ -1,6 +1,6 @@
 """Train one RL halting policy (stable-baselines3) and compare it with the halt head on the test split.
 
-    python experiments/train_agent.py --task regime-chain --step-cost 0.01 --timesteps 100000
+    python experiments/train_agent.py --task regime-chain --step-cost 0.01 --timesteps 200000
     python experiments/train_agent.py --task sp500 --algo dqn --out runs/agents/sp500_dqn
     python experiments/train_agent.py --task csv --path prices.csv --checkpoint runs/my-trm
 
@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", default="sp500", choices=TASK_NAMES)
     parser.add_argument("--algo", default="ppo", choices=["ppo", "dqn"])
     parser.add_argument("--step-cost", type=float, default=0.01, help="cost of each 'continue' during training")
-    parser.add_argument("--timesteps", type=int, default=100_000)
+    parser.add_argument("--timesteps", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-envs", type=int, default=16)
+    parser.add_argument("--n-envs", type=int, help="default: agents.rl.N_ENVS of the algo (ppo 128, dqn 16)")
     parser.add_argument("--split", default="halt", choices=SPLITS, help="training split (default: halt)")
     parser.add_argument("--checkpoint", help="TRM checkpoint (default: the shipped one for the task)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the agent trains")

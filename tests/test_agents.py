@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import agents
 from agents import (
@@ -30,7 +31,7 @@ from agents import (
 from agents.curves import CURVE_COLUMNS, default_points, paired_difference, rule_policies, versus_band
 from agents.curves import _area as area
 from agents.evaluation import EPISODE_COLUMNS
-from agents.rl import save_rl_policy
+from agents.rl import StepOneHot, save_rl_policy
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.model import TinyRecursiveModel
 from trm_env.rollouts import shipped_checkpoint, simulate
@@ -468,6 +469,30 @@ def test_rl_load_round_trip(algo: str, saved_rl: dict[str, tuple[RLHaltingPolicy
     assert actions.dtype == np.int64 and set(np.unique(actions)) <= {0, 1}
     assert np.array_equal(loaded.act(obs), actions)
     pd.testing.assert_frame_equal(evaluate(loaded, task="regime-chain"), evaluate(policy, task="regime-chain"))
+
+
+def test_step_onehot_round_trip(tmp_path: Path) -> None:
+    """step_onehot=True puts StepOneHot in the policy; the saved agent needs nothing else to act alike."""
+    path = tmp_path / "onehot.zip"
+    policy = train_rl_policy(task="regime-chain", total_timesteps=256, n_envs=4, split="test", progress=False,
+                             out=path, hyperparameters={"step_onehot": True})  # fmt: skip
+    extractor = policy.model.policy.features_extractor
+    assert isinstance(extractor, StepOneHot) and (extractor.column, extractor.max_steps) == (11, 16)
+    flat = simulate("regime-chain").observations["summary"][:5].reshape(-1, DIM)  # (5 samples x 16 steps, DIM)
+    features = extractor(torch.as_tensor(flat)).numpy()
+    np.testing.assert_array_equal(features[:, DIM:], np.tile(np.eye(16, dtype=np.float32), (5, 1)))
+    assert json.loads(path.with_suffix(".json").read_text())["hyperparameters"]["step_onehot"] is True
+    loaded = RLHaltingPolicy.load(path)
+    assert isinstance(loaded.model.policy.features_extractor, StepOneHot)
+    assert np.array_equal(loaded.act(flat), policy.act(flat))
+
+
+def test_learning_rate_end_decays_linearly() -> None:
+    """learning_rate_end turns the learning rate into a linear schedule from learning_rate to it."""
+    policy = train_rl_policy(task="regime-chain", total_timesteps=64, n_envs=4, split="test", progress=False,
+                             hyperparameters={"learning_rate": 1e-3, "learning_rate_end": 0.0})  # fmt: skip
+    schedule = policy.model.lr_schedule
+    assert schedule(1.0) == pytest.approx(1e-3) and schedule(0.5) == pytest.approx(5e-4) and schedule(0.0) == 0.0
 
 
 def _copy_agent(source: Path, folder: Path) -> Path:

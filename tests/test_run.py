@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from agents.evaluation import EPISODE_COLUMNS
 from agents.rl import RLHaltingPolicy
@@ -146,6 +147,16 @@ def test_episodes_are_the_chosen_points_on_test(tiny_run: Path) -> None:
     means = episodes.groupby("policy")["episode_return"].mean()
     pd.testing.assert_series_equal(means.sort_index(), summary.set_index("policy")["mean_return"].sort_index(),
                                    check_names=False)  # fmt: skip
+
+
+def test_report_gives_the_difficulty_spearman_of_each_halting_family(tiny_run: Path) -> None:
+    """Every learned family and the oracle: Spearman(difficulty, halting step) over its chosen test episodes."""
+    episodes, report = pd.read_csv(tiny_run / "episodes.csv"), (tiny_run / "report.md").read_text()
+    for family in ("oracle", "halt_head", "fitted_q", "continuation_head", "rl_ppo"):
+        group = episodes[episodes["policy"] == family]
+        varies = group["halt_step"].nunique() > 1
+        rho = stats.spearmanr(group["difficulty"], group["halt_step"]).statistic if varies else float("nan")
+        assert f"[{TASK}] Spearman(difficulty, halting step) of {family}'s val-chosen point: {rho:.3f}" in report
 
 
 def test_resume_skips_finished_stages(tiny_run: Path, run_module: ModuleType,

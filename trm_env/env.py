@@ -38,7 +38,12 @@ __all__ = [
     "register_envs",
 ]
 
-ENV_IDS = {"trm_env/TRMHalting-v0": "sp500", "trm_env/TRMHalting-RegimeChain-v0": "regime-chain"}
+ENV_IDS = {
+    "trm_env/TRMHalting-v0": "sp500",
+    "trm_env/TRMHalting-RegimeChain-v0": "regime-chain",
+    "trm_env/TRMHalting-Pointer-v0": "pointer",
+    "trm_env/TRMHalting-PointerExtrapolate-v0": "pointer-extrapolate",
+}
 
 
 class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):

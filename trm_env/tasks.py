@@ -1,10 +1,11 @@
-"""Tasks: which of 8 strategies to pick for each sample, and the pnl every choice would realize.
+"""Tasks: which of a task's strategies (classes) to pick for each sample, and the pnl every choice would realize.
 
 ``load_task(name, **overrides) -> Task`` is the one entry point:
 
 - ``"sp500"``, ``"nasdaq"``: real daily prices shipped inside the ``arch`` package (see ``trm_env.market``).
 - ``"csv"``: the user's own daily prices, ``load_task("csv", path="prices.csv")`` (CSV or Parquet).
 - ``"regime-chain"``: the synthetic task where more recursion steps provably help (``trm_env.synthetic``).
+- ``"pointer"``, ``"pointer-extrapolate"``: the fixed-input thinking task (``trm_env.pointer``).
 
 A ``Task`` (``trm_env.task``) holds plain numpy arrays plus the chronological train/val/test index arrays.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from trm_env import market, synthetic
+from trm_env import market, pointer, synthetic
 from trm_env.task import SPLITS, Task, standardise
 
 __all__ = ["SPLITS", "TASK_NAMES", "Task", "load_task", "overrides_from_args", "standardise"]
@@ -27,13 +28,17 @@ LOADERS: dict[str, Callable[..., Task]] = {
     "nasdaq": market.load_arch_task,
     "csv": market.load_csv_task,
     synthetic.NAME: synthetic.load_regime_chain,
+    pointer.NAME: pointer.load_pointer,
+    pointer.EXTRAPOLATE: pointer.load_pointer_extrapolate,
 }
 TASK_NAMES = tuple(LOADERS)
 
 
 def _check_overrides(name: str, overrides: dict[str, Any]) -> None:
     """Unknown keyword overrides (or a csv task without ``path``) are a ``ValueError`` naming the valid ones."""
-    target = synthetic.load_regime_chain if name == synthetic.NAME else market.build_market_task
+    targets = {synthetic.NAME: synthetic.load_regime_chain, pointer.NAME: pointer.load_pointer,
+               pointer.EXTRAPOLATE: pointer.load_pointer}
+    target = targets.get(name, market.build_market_task)
     valid = set(inspect.signature(target).parameters) - {"prices", "name", "source"}
     valid |= {"path"} if name == "csv" else set()
     unknown = sorted(set(overrides) - valid)
