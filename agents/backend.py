@@ -4,12 +4,14 @@ Both backends take the same calls: ``submit(fn, kwargs, after, tag)`` starts ``f
 in ``after`` have finished; ``gather()`` waits for every job submitted so far and returns ``(finished tags,
 first error or None)``, so the caller records the stages that finished even when another one failed. The
 serial backend runs a job inside ``submit`` (an error propagates at once) and returns its tag as finished
-from then on. Stage functions are seeded and single-threaded, so a run gives the same bytes on either.
+from then on. ``on_done(tag, seconds)``, when set, hears of every job as it finishes (a progress bar).
+Stage functions are seeded and single-threaded, so a run gives the same bytes on either.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,11 +25,15 @@ class SerialBackend:
 
     def __init__(self) -> None:
         self._done: list[Any] = []
+        self.on_done: Callable[[Any, float], None] | None = None
 
     def submit(self, fn: Callable[..., Any], kwargs: dict[str, Any], after: Sequence[Any] = (), tag: Any = None
                ) -> Any:  # fmt: skip
+        start = time.perf_counter()
         fn(**kwargs)
         self._done.append(tag)
+        if self.on_done is not None:
+            self.on_done(tag, time.perf_counter() - start)
         return tag
 
     def gather(self) -> tuple[list[Any], BaseException | None]:
@@ -63,24 +69,28 @@ class RayBackend:
         ray.init(address=address, ignore_reinit_error=True, **options)
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_call)
         self._pending: dict[Any, Any] = {}
+        self._started: dict[Any, float] = {}
+        self.on_done: Callable[[Any, float], None] | None = None
 
     def submit(self, fn: Callable[..., Any], kwargs: dict[str, Any], after: Sequence[Any] = (), tag: Any = None
                ) -> Any:  # fmt: skip
         ref = self._remote.remote(fn, kwargs, *after)
-        self._pending[ref] = tag
+        self._pending[ref], self._started[ref] = tag, time.perf_counter()
         return ref
 
     def gather(self) -> tuple[list[Any], BaseException | None]:
         done, failed = [], None
         while self._pending:
             ready, _ = self._ray.wait(list(self._pending), num_returns=1)
-            tag = self._pending.pop(ready[0])
+            tag, started = self._pending.pop(ready[0]), self._started.pop(ready[0])
             try:
                 self._ray.get(ready[0])
             except Exception as error:  # a failed stage: the others still finish and are recorded
                 failed = failed or _cause(error)
             else:
                 done.append(tag)
+                if self.on_done is not None:
+                    self.on_done(tag, time.perf_counter() - started)
         return done, failed
 
     def close(self) -> None:

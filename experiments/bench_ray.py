@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.backend import make_backend
+from agents.rl import N_ENVS
 from agents.stages import train_rl_stage
 from trm_env.rollouts import shipped_checkpoint, simulate
 
@@ -20,7 +21,7 @@ TASK, TRM_SEEDS, RL_SEEDS = "regime-chain", (0, 1, 2), (0, 1)
 
 
 def _jobs(folder: Path, timesteps: int) -> list[dict[str, Any]]:
-    settings = {"algo": "ppo", "total_timesteps": timesteps, "n_envs": 16, "hyperparameters": {}}
+    settings = {"algo": "ppo", "total_timesteps": timesteps, "n_envs": N_ENVS["ppo"], "hyperparameters": {}}
     return [dict(task=TASK, task_kwargs={}, checkpoint=shipped_checkpoint(TASK, trm), step_cost=0.01, seed=rl,
                  settings=settings, out=folder / f"trm{trm}_seed{rl}.zip")
             for trm in TRM_SEEDS for rl in RL_SEEDS]  # fmt: skip
@@ -43,7 +44,7 @@ def _stage_seconds(backend_name: str, num_cpus: int | None, timesteps: int) -> f
 
 def bench_ray_rl_stage(quick: bool) -> dict[str, Any]:
     """Seconds of the RL stage (6 agents) serially and on a local Ray with 2 and with 1 CPUs."""
-    timesteps = 8_192 if quick else 60_000
+    timesteps = 8_192 if quick else 200_000  # the quick config's RL budget
     for seed in TRM_SEEDS:  # tables on disk first, as a run's earlier stages leave them
         simulate(TASK, shipped_checkpoint(TASK, seed), split="halt")
     serial = _stage_seconds("serial", None, timesteps)

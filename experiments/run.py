@@ -1,7 +1,7 @@
 """The main job: every halting family on every task, over several TRM seeds, chosen on val, reported on test.
 
     python experiments/run.py                      # quick config -> runs/quick/  (what `make run` does)
-    python experiments/run.py --config full        # more RL seeds, costs and steps -> runs/full/
+    python experiments/run.py --config full        # + pointer-extrapolate, 3 RL/learner seeds -> runs/full/
     python experiments/run.py --config my.json --out runs/mine --retrain
 
 The protocol, enforced here: the TRM trains on ``train``; every halting learner (RL, fitted-Q) trains
@@ -28,6 +28,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from agents.backend import BACKENDS, make_backend
 from agents.curves import DEFAULT_PARAMS
 from agents.learners import GRIDS, LEARNERS, PONDER_VARIANTS
@@ -48,9 +50,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
                   total_timesteps=200_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
                   n_resamples=1000),
-    "full": dict(COMMON, step_costs=[0.005, 0.01, 0.02], rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2],
-                 learner_seeds=[0, 1, 2], total_timesteps=1_000_000, hyperparameters={"learning_rate_end": 0.0},
-                 ponder_variants=[list(v) for v in PONDER_VARIANTS], act_taus=list(GRIDS["act"]), n_resamples=2000),
+    # full: the extrapolation split too; three RL and learner seeds; PPO for 1M steps with its learning rate decayed
+    # to 0 (docs/rl_tuning.md); every PonderNet variant and ACT cost. RL trains at the evaluation cost only (a
+    # list of costs makes the training cost a knob chosen on val, at one RL training per cost and seed).
+    "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], step_costs=[DEFAULT_STEP_COST],
+                 rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2], learner_seeds=[0, 1, 2], total_timesteps=1_000_000,
+                 hyperparameters={"learning_rate_end": 0.0}, ponder_variants=[list(v) for v in PONDER_VARIANTS],
+                 act_taus=list(GRIDS["act"]), n_resamples=2000),
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",
@@ -118,6 +124,9 @@ class Run:
     def __init__(self, out: Path, config: dict[str, Any], force: bool, backend: Any) -> None:
         self.out, self.config, self.force, self.backend = out, config, force, backend
         self.ran: list[str] = []
+        self.pending: list[tuple[Any, ...]] = []
+        self.bar = tqdm(desc="stages", unit="stage", total=0, dynamic_ncols=True)
+        backend.on_done = self._progress
         recorded = out / "config.json"
         if recorded.is_file() and not force:
             previous = json.loads(recorded.read_text())
@@ -131,16 +140,21 @@ class Run:
             return False
         return json.loads(key_file.read_text()) == json.loads(json.dumps(key))
 
-    def stage(self, name: str, artifact: Path, key: dict[str, Any], fn: Any, after: tuple[Any, ...] = (),
-              **kwargs: Any) -> Any:  # fmt: skip
-        """Submit ``fn(**kwargs)`` unless ``artifact`` is fresh under ``key``; its key is recorded once it is done."""
+    def stage(self, name: str, artifact: Path, key: dict[str, Any], fn: Any, after: tuple[int | None, ...] = (),
+              **kwargs: Any) -> int | None:  # fmt: skip
+        """Plan ``fn(**kwargs)`` unless ``artifact`` is fresh under ``key``: a handle for ``after``, or None.
+
+        Planned stages run at the next ``flush``, after the stages named in ``after``; a stage's key is recorded
+        once it is done."""
         if self.fresh(artifact, key):
             return None
-        try:
-            return self.backend.submit(fn, kwargs, tuple(a for a in after if a is not None), (name, artifact, key))
-        except BaseException:
-            self._record(self.backend.gather()[0])
-            raise
+        self.pending.append((name, artifact, key, fn, kwargs, tuple(a for a in after if a is not None)))
+        return len(self.pending) - 1
+
+    def _progress(self, tag: tuple[str, Path, dict[str, Any]], seconds: float) -> None:
+        """One stage finished: the bar moves on and names it with its wall time (since submission on Ray)."""
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{tag[0]} {seconds:.1f} s")
 
     def _record(self, done: list[tuple[str, Path, dict[str, Any]]]) -> None:
         for name, artifact, key in done:
@@ -148,7 +162,17 @@ class Run:
             self.ran.append(name)
 
     def flush(self) -> None:
-        """Wait for every submitted stage; record the finished ones; raise the first failure."""
+        """Run every planned stage on the backend; record the finished ones; raise the first failure."""
+        pending, self.pending = self.pending, []
+        self.bar.total += len(pending)
+        self.bar.refresh()
+        jobs: list[Any] = []
+        try:
+            for name, artifact, key, fn, kwargs, after in pending:
+                jobs.append(self.backend.submit(fn, kwargs, tuple(jobs[a] for a in after), (name, artifact, key)))
+        except BaseException:
+            self._record(self.backend.gather()[0])
+            raise
         done, failed = self.backend.gather()
         self._record(done)
         if failed is not None:
@@ -165,7 +189,8 @@ class Run:
                    train_trm_stage, task=task, seed=seed, config_path=CONFIG_DIR / f"{task}.json", out_dir=folder)
         return folder
 
-    def rl_agents(self, task: str, seed: int, checkpoint: Path) -> tuple[list[Path], list[dict[str, Any]], list[Any]]:
+    def rl_agents(self, task: str, seed: int, checkpoint: Path
+                  ) -> tuple[list[Path], list[dict[str, Any]], list[int | None]]:  # fmt: skip
         """Stage 2: one agent per RL training cost and RL seed, trained on the halt split: paths, keys, jobs."""
         c = self.config
         settings = {k: c[k] for k in ("algo", "total_timesteps", "n_envs", "hyperparameters")}
@@ -184,7 +209,7 @@ class Run:
                 keys.append(key)
         return paths, keys, jobs
 
-    def evaluations(self, task: str, seed: int, checkpoint: Path, rl: tuple[list[Path], list[dict], list[Any]]
+    def evaluations(self, task: str, seed: int, checkpoint: Path, rl: tuple[list[Path], list[dict], list[int | None]]
                     ) -> dict[str, Path]:  # fmt: skip
         """Stage 3: every policy group's halting steps on val and test (the RL group after its agents)."""
         c = self.config
@@ -210,6 +235,7 @@ class Run:
         return dict(self.config["task_kwargs"].get(task, {}))
 
     def finish(self) -> None:
+        self.bar.close()
         write_json_atomic(self.out / "config.json", self.config)
 
 

@@ -8,7 +8,7 @@ one-hot and h as a number. The label (one of ``nodes`` classes) is the final des
 h, uniform in 1..``max_hops``.
 
 Answering means following the pointer h times. With the narrow model of
-``experiments/configs/pointer.json`` (width 64, one latent), one recursion step follows only a few hops
+``experiments/configs/pointer.json`` (width 96, one latent), one recursion step follows only a few hops
 reliably, so harder samples need more steps. This is the setting of the parity experiments of ACT and
 PonderNet: per-step capacity is bounded and the computation must grow with difficulty.
 ``docs/thinking_task.md`` gives the per-step curves of this design and of the designs that stayed
