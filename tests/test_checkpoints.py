@@ -49,10 +49,11 @@ def test_depth_tasks_meet_the_depth_bar(name: str, seed: int) -> None:
 
 @pytest.mark.parametrize("name", TASKS)
 def test_halt_targets_are_not_degenerate_on_train(name: str) -> None:
-    """Every shipped TRM's halt target is positive for 10-90% of its train samples over all steps."""
+    """Every shipped TRM's halt target is positive for 5-95% of its train samples over all steps, and more often
+    at step K than at step 1 (sp500 at the default threshold 0.7 gave 3%, 0.3% at step 1: a head that never halts)."""
     for seed in SHIPPED_SEEDS:
-        rate = np.mean(_recorded(name, seed)[1]["train"]["halt_target_rate"])
-        assert 0.1 <= rate <= 0.9, (name, seed, rate)
+        rates = _recorded(name, seed)[1]["train"]["halt_target_rate"]
+        assert 0.05 <= np.mean(rates) <= 0.95 and rates[0] < rates[-1], (name, seed, rates)
 
 
 @pytest.mark.slow

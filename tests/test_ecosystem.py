@@ -133,7 +133,7 @@ def test_own_prices_end_to_end(prices: Path, tmp_path: Path, capsys: pytest.Capt
     config.write_text(json.dumps({"tasks": ["csv"], "trm_seeds": [0], "task_kwargs": {"csv": {"path": str(prices)}},
                                   "checkpoints": {"csv": [str(trm)]}, "total_timesteps": 256, "n_envs": 4,
                                   "learners": ["fitted_q"], "n_resamples": 100}))  # fmt: skip
-    assert _script("run").main(["--config", str(config), "--out", str(tmp_path / "study")]) == 0
+    assert _script("run").main(["--config", str(config), "--out", str(tmp_path / "study"), "--backend", "serial"]) == 0
     summary = pd.read_csv(tmp_path / "study" / "summary.csv")
     assert {"rl_ppo", "fitted_q", "oracle"} <= set(summary["policy"]) and (summary["task"] == "csv").all()
 

@@ -34,6 +34,7 @@ PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty")
 FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
             "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag"}  # fmt: skip
 GROUPS = ("rules", "rl", "fitted_q", "continuation_head")
+SERIAL = ("--backend", "serial")  # run.py defaults to Ray (faster for the real configs); tiny runs need no start-up
 STAGES = 2 * (1 + len(GROUPS))  # per TRM seed: one RL agent and its evaluation groups
 
 
@@ -70,7 +71,7 @@ def tiny_run(run_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -
     """One tiny run shared by the tests below (which must not change it; they copy it when they would)."""
     folder = tmp_path_factory.mktemp("tiny")
     out = folder / "run"
-    assert run_module.main(["--config", str(_config(folder)), "--out", str(out)]) == 0
+    assert run_module.main(["--config", str(_config(folder)), "--out", str(out), *SERIAL]) == 0
     return out
 
 
@@ -82,7 +83,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 def _main(run_module: ModuleType, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     capsys.readouterr()
-    assert run_module.main(list(args)) == 0
+    assert run_module.main([*args, *SERIAL]) == 0
     return capsys.readouterr().out
 
 
@@ -191,7 +192,7 @@ def test_failed_stage_keeps_finished_artifacts(tiny_run: Path, run_module: Modul
     saved = {path: path.read_bytes() for path in (agent, agent.with_suffix(".json"), out / "summary.csv")}
     monkeypatch.setattr(run_module, "train_rl_stage", _boom)
     with pytest.raises(RuntimeError, match="stage failed"):
-        run_module.main(["--config", str(_config(tmp_path)), "--out", str(out), "--force"])
+        run_module.main(["--config", str(_config(tmp_path)), "--out", str(out), "--force", *SERIAL])
     assert {path: path.read_bytes() for path in saved} == saved
     assert not list(out.rglob(".*.tmp*"))
 
@@ -200,7 +201,7 @@ def test_changed_config_refused_unless_force(tiny_run: Path, run_module: ModuleT
                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     out = _copy(tiny_run, tmp_path)
     recorded = (out / "config.json").read_bytes()
-    changed = ["--config", str(_config(tmp_path, step_costs=[0.03])), "--out", str(out)]
+    changed = ["--config", str(_config(tmp_path, step_costs=[0.03])), "--out", str(out), *SERIAL]
     with pytest.raises(ValueError, match="different config"):
         run_module.main(changed)
     assert (out / "config.json").read_bytes() == recorded
@@ -216,7 +217,7 @@ def test_interrupted_forced_run_leaves_no_stale_stage(tiny_run: Path, run_module
     """A forced run with a new config dies midway. config.json still holds the old config, so a plain rerun
     with the new one is refused, and a plain rerun with the old one redoes what the dead run replaced."""
     out = _copy(tiny_run, tmp_path)
-    changed = ["--config", str(_config(tmp_path, total_timesteps=512)), "--out", str(out)]
+    changed = ["--config", str(_config(tmp_path, total_timesteps=512)), "--out", str(out), *SERIAL]
     monkeypatch.setattr(run_module, "evaluate_stage", _boom)  # dies after the RL stages
     with pytest.raises(RuntimeError, match="stage failed"):
         run_module.main([*changed, "--force"])
@@ -246,7 +247,8 @@ def test_retrain_is_keyed_on_the_training_config(run_module: ModuleType, tmp_pat
 
     monkeypatch.setattr(run_module, "CONFIG_DIR", configs)
     monkeypatch.setattr(run_module, "train_trm_stage", fake_train)
-    args = ["--config", str(_config(tmp_path, total_timesteps=256)), "--out", str(tmp_path / "run"), "--retrain"]
+    args = ["--config", str(_config(tmp_path, total_timesteps=256)), "--out", str(tmp_path / "run"), "--retrain",
+            *SERIAL]
     assert run_module.main(args) == 0 and run_module.main(args) == 0
     assert trained == [(1, 0), (1, 1)]
     (configs / f"{TASK}.json").write_text(json.dumps({"task": TASK, "epochs": 2}))
@@ -295,13 +297,13 @@ def test_bad_config_refused_before_any_work(overrides: dict[str, object], match:
     monkeypatch.setattr(run_module, "train_rl_stage", _boom)
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=match):
-        run_module.main(["--config", str(_config(tmp_path, **overrides)), "--out", str(out)])
+        run_module.main(["--config", str(_config(tmp_path, **overrides)), "--out", str(out), *SERIAL])
     assert not out.exists()
 
 
 def test_unknown_named_config(run_module: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--config"):
-        run_module.main(["--config", "nope", "--out", str(tmp_path / "run")])
+        run_module.main(["--config", "nope", "--out", str(tmp_path / "run"), *SERIAL])
     assert not (tmp_path / "run").exists()
 
 
