@@ -60,7 +60,7 @@ def plot_difficulty(episodes: pd.DataFrame, title: str = "") -> Figure:
     for policy, group in episodes.groupby("policy", sort=False):
         means = group.groupby("difficulty")["halt_step"].mean()
         ax.plot(means.index, means.to_numpy(), marker="o", label=policy)
-    ax.set_xlabel("difficulty (the report that carries the answer)")
+    ax.set_xlabel("difficulty (regime-chain: the report that carries the answer; pointer: the hops to follow)")
     ax.set_ylabel("mean halting step")
     ax.set_title(title)
     ax.grid(alpha=0.3)

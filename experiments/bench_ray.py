@@ -3,6 +3,7 @@
 The same RL trainings as ``experiments/run.py`` submits (``agents.stages.train_rl_stage``: PPO on the halt
 split of the shipped regime-chain TRMs), timed end to end on each backend, Ray's start-up included: serially in
 this process, on a local Ray with 2 worker CPUs and with 1. Target: Ray with 2 CPUs >= 1.6x serial on 2 cores.
+Serial and Ray with 2 CPUs alternate over ``ROUNDS`` rounds and each keeps its best time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from agents.rl import N_ENVS
 from agents.stages import train_rl_stage
 from trm_env.rollouts import shipped_checkpoint, simulate
 
-TASK, TRM_SEEDS, RL_SEEDS = "regime-chain", (0, 1, 2), (0, 1)
+TASK, TRM_SEEDS, RL_SEEDS, ROUNDS = "regime-chain", (0, 1, 2), (0, 1), 2
 
 
 def _jobs(folder: Path, timesteps: int) -> list[dict[str, Any]]:
@@ -47,9 +48,13 @@ def bench_ray_rl_stage(quick: bool) -> dict[str, Any]:
     timesteps = 8_192 if quick else 200_000  # the quick config's RL budget
     for seed in TRM_SEEDS:  # tables on disk first, as a run's earlier stages leave them
         simulate(TASK, shipped_checkpoint(TASK, seed), split="halt")
-    serial = _stage_seconds("serial", None, timesteps)
-    two, one = _stage_seconds("ray", 2, timesteps), _stage_seconds("ray", 1, timesteps)
+    serials, twos = [], []
+    for _ in range(1 if quick else ROUNDS):  # alternate the two sides and keep each one's best, as benchmark.py does
+        serials.append(_stage_seconds("serial", None, timesteps))
+        twos.append(_stage_seconds("ray", 2, timesteps))
+    serial, two, one = min(serials), min(twos), _stage_seconds("ray", 1, timesteps)
     agents = len(TRM_SEEDS) * len(RL_SEEDS)
     return {"ours": agents / two, "baseline": agents / serial, "unit": "agents/s", "ratio": serial / two,
             "target": 1.6, "met": serial / two >= 1.6, "serial_s": serial, "ray_2cpu_s": two, "ray_1cpu_s": one,
+            "serial_runs_s": serials, "ray_2cpu_runs_s": twos,
             "scaling_1_to_2_cpus": one / two, "agents": agents, "timesteps": timesteps}  # fmt: skip
