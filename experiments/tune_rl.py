@@ -16,7 +16,9 @@ evaluation step cost (0.01). The test split is never read.
     python experiments/tune_rl.py --candidates ppo_full --curve 10000,30000,100000,300000,1000000
 
 With ``--curve`` every run is also scored on val at those timesteps (one run per seed, evaluated along
-the way; with a constant learning rate that is what a run stopped there would give).
+the way; with a constant learning rate that is what a run stopped there would give). ``--curve-split test``
+scores the curve on test instead, as a report only (nothing is chosen from it): the learning curve the
+study shows when PPO falls short of its target.
 """
 
 from __future__ import annotations
@@ -89,16 +91,21 @@ def mean_return(policy: Any, table: Rollouts) -> float:
     return float(evaluate(policy, table, step_cost=DEFAULT_STEP_COST, reward=REWARD).episode_return.mean())
 
 
-def references(task: str, trm_seed: int) -> dict[str, Any]:
-    """The halt and val tables, the best fixed depth on val and fitted-Q (margin picked on val)."""
+def references(task: str, trm_seed: int, curve_split: str = "val") -> dict[str, Any]:
+    """The halt and val tables, the best fixed depth on val and fitted-Q (margin picked on val); for the learning
+    curve, the ``curve_split`` table and both references' returns on it (their val-chosen points)."""
     checkpoint = shipped_checkpoint(task, trm_seed)
     halt, val = simulate(task, checkpoint, split="halt"), simulate(task, checkpoint, split="val")
+    curve = simulate(task, checkpoint, split=curve_split)
     depth_returns = val.returns(REWARD, DEFAULT_STEP_COST).mean(axis=0)
+    depth = int(depth_returns.argmax()) + 1
     fitted = FittedQPolicy().fit(halt, DEFAULT_STEP_COST, REWARD)
     by_margin = {margin: mean_return(fitted.with_margin(margin), val) for margin in MARGINS}
     margin = max(by_margin, key=by_margin.__getitem__)
-    return dict(halt=halt, val=val, fixed_depth=int(depth_returns.argmax()) + 1, fixed=float(depth_returns.max()),
-                margin=margin, fitted_q=by_margin[margin])  # fmt: skip
+    return dict(halt=halt, val=val, fixed_depth=depth, fixed=float(depth_returns.max()), margin=margin,
+                fitted_q=by_margin[margin], curve=curve,
+                curve_fixed=float(curve.returns(REWARD, DEFAULT_STEP_COST)[:, depth - 1].mean()),
+                curve_fitted_q=mean_return(fitted.with_margin(margin), curve))  # fmt: skip
 
 
 class ValCurve(BaseCallback):
@@ -117,7 +124,7 @@ class ValCurve(BaseCallback):
 def train_and_score(name: str, spec: dict[str, Any], rl_seed: int, ref: dict[str, Any], task: str,
                     curve: list[int]) -> tuple[dict[str, Any], list[tuple[int, float]]]:  # fmt: skip
     """One training on halt; its val row and (with ``curve``) its val learning curve."""
-    callback = ValCurve([s for s in curve if s <= spec["total_timesteps"]], ref["val"]) if curve else None
+    callback = ValCurve([s for s in curve if s <= spec["total_timesteps"]], ref["curve"]) if curve else None
     cpu, wall = time.process_time(), time.perf_counter()
     policy = train_rl_policy(task=task, rollouts=ref["halt"], algo=spec["algo"], step_cost=DEFAULT_STEP_COST,
                              total_timesteps=spec["total_timesteps"], seed=rl_seed, n_envs=spec["n_envs"],
@@ -130,9 +137,9 @@ def train_and_score(name: str, spec: dict[str, Any], rl_seed: int, ref: dict[str
     return row, callback.points if callback else []
 
 
-def add_shares(frame: pd.DataFrame, ref: dict[str, Any], column: str = "val_return") -> pd.DataFrame:
-    frame["gain"] = frame[column] - ref["fixed"]
-    frame["share"] = frame["gain"] / (ref["fitted_q"] - ref["fixed"])
+def add_shares(frame: pd.DataFrame, fixed: float, fitted_q: float, column: str = "val_return") -> pd.DataFrame:
+    frame["gain"] = frame[column] - fixed
+    frame["share"] = frame["gain"] / (fitted_q - fixed)
     return frame
 
 
@@ -146,11 +153,13 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, help="override every candidate's total_timesteps")
     parser.add_argument("--curve", type=lambda s: [int(x) for x in s.split(",")], default=[],
                         help="comma-separated timesteps at which to score each run on val")  # fmt: skip
+    parser.add_argument("--curve-split", default="val", choices=["val", "test"],
+                        help="where --curve scores the runs (test: a report only, nothing is chosen from it)")
     parser.add_argument("--csv", help="also write the per-run rows here")
     args = parser.parse_args()
 
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # a one-off import (~3 s) kept out of the timings
-    ref = references(args.task, args.trm_seed)
+    ref = references(args.task, args.trm_seed, args.curve_split)
     gain = ref["fitted_q"] - ref["fixed"]
     print(f"{args.task} TRM seed {args.trm_seed}, val: best fixed depth {ref['fixed_depth']} returns "
           f"{ref['fixed']:.4f}; fitted-Q (margin {ref['margin']:+g}) {ref['fitted_q']:.4f}; "
@@ -163,11 +172,11 @@ def main() -> None:
             spec["total_timesteps"] = args.timesteps
         row, points = train_and_score(name, spec, seed, ref, args.task, args.curve)
         rows.append(row)
-        curves += [dict(candidate=name, rl_seed=seed, timesteps=t, val_return=r) for t, r in points]
+        curves += [dict(candidate=name, rl_seed=seed, timesteps=t, curve_return=r) for t, r in points]
         tqdm.write(f"  {name} seed {seed}: val {row['val_return']:.4f} (halt {row['halt_return']:.4f}), "
                    f"{row['cpu_s']:.1f} CPU s")  # fmt: skip
 
-    runs_frame = add_shares(pd.DataFrame(rows), ref)
+    runs_frame = add_shares(pd.DataFrame(rows), ref["fixed"], ref["fitted_q"])
     if args.csv:
         runs_frame.assign(task=args.task, trm_seed=args.trm_seed).to_csv(args.csv, index=False)
     table = runs_frame.groupby("candidate", sort=False).agg(
@@ -178,9 +187,11 @@ def main() -> None:
     print(f"\nval, mean over RL seeds {args.rl_seeds}:")
     print(table.to_string(float_format=lambda x: f"{x:.4g}"))
     if curves:
-        curve = add_shares(pd.DataFrame(curves), ref).groupby(["candidate", "timesteps"])
-        print("\nlearning curve on val (mean over RL seeds; share_lo/hi: worst and best seed):")
-        print(curve.agg(val_return=("val_return", "mean"), share=("share", "mean"), share_lo=("share", "min"),
+        curve = add_shares(pd.DataFrame(curves), ref["curve_fixed"], ref["curve_fitted_q"], "curve_return")
+        curve = curve.groupby(["candidate", "timesteps"])
+        print(f"\nlearning curve on {args.curve_split} (mean over RL seeds; share_lo/hi: worst and best seed; fixed "
+              f"depth {ref['fixed_depth']} returns {ref['curve_fixed']:.4f}, fitted-Q {ref['curve_fitted_q']:.4f}):")
+        print(curve.agg(mean_return=("curve_return", "mean"), share=("share", "mean"), share_lo=("share", "min"),
                         share_hi=("share", "max")).to_string(float_format=lambda x: f"{x:.4g}"))  # fmt: skip
     print(json.dumps({k: ref[k] for k in ("fixed_depth", "fixed", "margin", "fitted_q")}))
 
