@@ -128,13 +128,13 @@ class Run:
         self.out, self.config, self.force, self.backend = out, config, force, backend
         self.ran: list[str] = []
         self.pending: list[tuple[Any, ...]] = []
-        self.bar = tqdm(desc="stages", unit="stage", total=0, dynamic_ncols=True)
-        backend.on_done = self._progress
         recorded = out / "config.json"
         if recorded.is_file() and not force:
             previous = json.loads(recorded.read_text())
             if previous != json.loads(json.dumps(config)):
                 raise ValueError(f"{out} holds a run with a different config; use another --out or pass --force")
+        self.bar = tqdm(desc="stages", unit="stage", total=0, dynamic_ncols=True)
+        backend.on_done = self._progress
 
     def fresh(self, artifact: Path, key: dict[str, Any]) -> bool:
         """Whether ``artifact`` exists and was made under ``key`` (never with ``--force``)."""

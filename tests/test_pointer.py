@@ -62,6 +62,8 @@ def test_bad_arguments_raise(kwargs: dict, argument: str) -> None:
 def test_unknown_override_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="max_hops"):
         load_task("pointer", hops=3)
+    with pytest.raises(ValueError, match="extrapolate"):  # the task's name fixes the split rule
+        load_task("pointer-extrapolate", extrapolate=False)
 
 
 @pytest.mark.parametrize("env_id", ["trm_env/TRMHalting-Pointer-v0", "trm_env/TRMHalting-PointerExtrapolate-v0"])

@@ -40,6 +40,7 @@ def _check_overrides(name: str, overrides: dict[str, Any]) -> None:
                pointer.EXTRAPOLATE: pointer.load_pointer}
     target = targets.get(name, market.build_market_task)
     valid = set(inspect.signature(target).parameters) - {"prices", "name", "source"}
+    valid -= {"extrapolate"} if name.startswith(pointer.NAME) else set()  # the task's name says which split rule
     valid |= {"path"} if name == "csv" else set()
     unknown = sorted(set(overrides) - valid)
     if unknown:
