@@ -26,9 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import RidgeCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from agents.policies import ColumnPolicy, Info
 from trm_env.core import DEFAULT_STEP_COST
@@ -41,6 +38,10 @@ MARGINS = (-0.08, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.12, 
 
 def default_regressor() -> Any:
     """Ridge on standardised features, the penalty picked by efficient leave-one-out CV."""
+    from sklearn.linear_model import RidgeCV  # imported here: an RL-only worker need not pay 1.5 s for sklearn
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
 
 

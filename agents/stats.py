@@ -23,7 +23,6 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from arch.bootstrap import CircularBlockBootstrap, optimal_block_length
 
 __all__ = [
     "Draws",
@@ -45,6 +44,8 @@ def sample_weights(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0, block_
     rng = np.random.default_rng(seed)
     if block_length == 1:
         return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+    from arch.bootstrap import CircularBlockBootstrap  # arch (2 s to import) only for market days
+
     sampler = CircularBlockBootstrap(block_length, np.arange(n), seed=rng)
     return np.stack([np.bincount(sampler.update_indices(), minlength=n) for _ in range(n_resamples)]).astype(float)
 
@@ -54,6 +55,8 @@ def block_length(series: np.ndarray, horizon: int) -> int:
     larger of the label horizon and ``arch``'s optimal circular block length (Politis-White)."""
     if horizon <= 1:
         return 1
+    from arch.bootstrap import optimal_block_length
+
     optimal = float(optimal_block_length(np.asarray(series, dtype=float))["circular"].iloc[0])
     return max(int(horizon), math.ceil(optimal))
 
