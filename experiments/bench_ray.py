@@ -88,7 +88,7 @@ def bench_ray_rl_stage(quick: bool) -> dict[str, Any]:
             for side, side_runs in runs.items() for key in side_runs[0]}  # fmt: skip
     serial, two, agents = best["serial_warm_s"], best["ray_2cpu_warm_s"], len(TRM_SEEDS) * len(RL_SEEDS)
     cold = best["serial_cold_s"] / best["ray_2cpu_cold_s"]
-    return {"ours": agents / two, "baseline": agents / serial, "unit": "agents/s", "ratio": serial / two,
+    return {"ours": 60 * agents / two, "baseline": 60 * agents / serial, "unit": "agents/min", "ratio": serial / two,
             "target": 1.6, "met": serial / two >= 1.6, "cold_ratio": cold, "met_cold": cold >= 1.6, **best,
             "scaling_1_to_2_cpus": best["ray_1cpu_cold_s"] / best["ray_2cpu_cold_s"], "runs": runs,
             "agents": agents, "timesteps": timesteps}  # fmt: skip
