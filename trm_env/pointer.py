@@ -35,7 +35,6 @@ __all__ = ["EXTRAPOLATE", "NAME", "load_pointer", "load_pointer_extrapolate"]
 
 NAME = "pointer"
 EXTRAPOLATE = "pointer-extrapolate"
-FRACTIONS = (0.55, 0.2, 0.1, 0.15)
 
 
 def load_pointer(
@@ -56,7 +55,7 @@ def load_pointer(
         raise ValueError(f"scale must be > 0, got {scale}")
     rng = np.random.default_rng(seed)
     rows = np.arange(n)
-    splits = split_by_fractions(n, FRACTIONS)
+    splits = split_by_fractions(n)
     bits = rng.integers(0, 2, size=(n, nodes))
     start = rng.integers(0, nodes, size=n)
     hops = rng.integers(1, max_hops + 1, size=n)

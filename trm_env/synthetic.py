@@ -36,7 +36,6 @@ __all__ = ["NAME", "load_regime_chain"]
 
 NAME = "regime-chain"
 STRATEGIES = tuple(f"regime_{k}" for k in range(8))
-FRACTIONS = (0.55, 0.2, 0.1, 0.15)
 
 
 def load_regime_chain(
@@ -78,7 +77,7 @@ def load_regime_chain(
     pnl_matrix = -size[:, None] * rng.uniform(0.2, 1.0, size=(n, classes))
     pnl_matrix[np.arange(n), regime] = size
 
-    splits = split_by_fractions(n, FRACTIONS)
+    splits = split_by_fractions(n)
     flag_seen = chunks[..., classes] > 0.5
     features = standardise(chunks.reshape(n, -1), splits["train"])
     names = tuple(

@@ -18,11 +18,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["SPLITS", "Task", "split_by_fractions", "standardise"]
+__all__ = ["SPLITS", "SYNTHETIC_FRACTIONS", "Task", "split_by_fractions", "standardise"]
 
 # train: the TRM fits here. halt: every halting learner (RL, fitted-Q, post-hoc heads) fits here, on data
 # the TRM never saw. val: every choice (knobs, costs, hyperparameters; the TRM's early stopping). test: reports.
 SPLITS = ("train", "halt", "val", "test")
+SYNTHETIC_FRACTIONS = (0.55, 0.2, 0.1, 0.15)  # of SPLITS, for the i.i.d. synthetic tasks
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +145,7 @@ class Task:
         )
 
 
-def split_by_fractions(n: int, fractions: tuple[float, ...]) -> dict[str, np.ndarray]:
+def split_by_fractions(n: int, fractions: tuple[float, ...] = SYNTHETIC_FRACTIONS) -> dict[str, np.ndarray]:
     """Consecutive index ranges of ``SPLITS`` with the given fractions of ``n`` samples (i.i.d. data)."""
     if len(fractions) != len(SPLITS) or any(not f > 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions must be {len(SPLITS)} positive numbers summing to 1 ({SPLITS}), got {fractions}")
