@@ -6,6 +6,7 @@
 
 from agents.curves import curve_from_episodes, halting_curve, summarize
 from agents.evaluation import evaluate, evaluate_by_stepping, evaluate_policies, halting_steps
+from agents.live import evaluate_live
 from agents.policies import (
     POLICY_NAMES,
     ConfidencePolicy,
@@ -32,6 +33,7 @@ __all__ = [
     "curve_from_episodes",
     "evaluate",
     "evaluate_by_stepping",
+    "evaluate_live",
     "evaluate_policies",
     "halting_curve",
     "halting_steps",

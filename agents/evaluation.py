@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from agents.policies import HaltingPolicy
+from trm_env.checks import check_actions
 from trm_env.core import DEFAULT_STEP_COST, check_choice
 from trm_env.env import HaltingVectorEnv
 from trm_env.rollouts import OBSERVATIONS, REWARDS, Rollouts, as_rollouts
@@ -67,11 +68,12 @@ def _first_halts(policy: HaltingPolicy, rollouts: Rollouts, rows: _StepMajor, st
     n, k = rollouts.num_samples, rollouts.max_steps
     if policy.stateful:  # one call per step, as an env-driven evaluation makes them
         blocks = [slice(t * n, (t + 1) * n) for t in range(k)]
-        actions = np.concatenate([policy.act(rows.observations[b], {key: v[b] for key, v in rows.info.items()})
-                                  for b in blocks])  # fmt: skip
+        actions = np.concatenate([check_actions(policy.act(rows.observations[b], {key: v[b] for key, v in
+                                                                                   rows.info.items()}),
+                                                n, repr(policy), t + 1) for t, b in enumerate(blocks)])  # fmt: skip
     else:
-        actions = policy.act(rows.observations, rows.info)
-    halt = np.asarray(actions).reshape(k, n)[: k - 1] == 1
+        actions = check_actions(policy.act(rows.observations, rows.info), n * k, repr(policy), rows.info["step"])
+    halt = actions.reshape(k, n)[: k - 1] == 1
     return np.where(halt.any(axis=0), halt.argmax(axis=0) + 1, k).astype(np.int64)
 
 
@@ -146,12 +148,12 @@ def evaluate_by_stepping(policy: HaltingPolicy, task: str | Task = "sp500", spli
     n = len(as_rollouts(task, env_kwargs.get("checkpoint"), split, env_kwargs.get("max_steps")).index)
     env = HaltingVectorEnv(num_envs=n, task=task, split=split, **env_kwargs)
     obs, info = env.reset(options={"index": np.arange(n)})
-    policy.bind(env.rollouts, env.step_cost, env.reward_mode)
+    policy.bind(env.table_spec, env.step_cost, env.reward_mode)
     done = np.zeros(n, dtype=bool)
     episode_return = np.zeros(n)
     final: dict[str, np.ndarray] = {}
-    for _ in range(env.max_steps):
-        actions = np.where(done, 1, policy.act(obs, info))
+    for step in range(1, env.max_steps + 1):
+        actions = np.where(done, 1, check_actions(policy.act(obs, info), n, repr(policy), step))
         obs, rewards, terminated, _, info = env.step(actions)
         episode_return += np.where(done, 0.0, rewards)
         newly = terminated & ~done

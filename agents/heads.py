@@ -179,6 +179,11 @@ class _CumulativeHead(HeadPolicy):
             raise RuntimeError(f"{type(self).__name__} needs fit(rollouts) on the halting split before it acts")
         self._max_steps, self._running = rollouts.max_steps, None
 
+    def select(self, rows: np.ndarray) -> None:
+        if self._running is not None:
+            self._running = np.where(rows >= 0, self._running[np.maximum(rows, 0)], 0.0) if len(self._running) else (
+                np.zeros(len(rows)))
+
 
 class PonderPolicy(_CumulativeHead):
     """PonderNet on the table; knob q (halt where the cumulative halting probability reaches q)."""

@@ -2,10 +2,12 @@
 
 Observations are rows of a ``Rollouts`` table's "summary" (or "latent") observation, shape (B, D);
 actions are int64 (B,) with 0 = continue, 1 = halt. ``info`` is the env's info for the same rows (at
-least ``index``, the sample position, and ``step``); only privileged rules (the oracle) read it.
-Every policy carries ``name`` (its family, the ``policy`` column of every table) and ``param`` (the
-family's knob). ``bind(rollouts, step_cost, reward)`` hands a policy the table it is about to act on:
-the column layout and class count come from there, never from constants.
+least ``index``, the sample position, and ``step``); privileged rules (the oracle) and the random rule
+read it. Every policy carries ``name`` (its family, the ``policy`` column of every table) and ``param``
+(the family's knob). ``bind(rollouts, step_cost, reward)`` hands a policy the table it is about to act
+on (or, live, its ``TableSpec``): the column layout and class count come from there, never from constants.
+``reads`` names what a privileged policy needs beyond the observation (live halting refuses those);
+a ``stateful`` policy implements ``select(rows)`` so its per-row state follows rows that move.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class HaltingPolicy:
     param: float = float("nan")
     seed: int = 0
     stateful: bool = False  # True: row i of a call continues row i of the previous one (called once per step)
+    reads: str | None = None  # what a privileged policy reads that no deployed model has (None: deployable)
 
     def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
              ) -> None:  # fmt: skip
@@ -53,6 +56,15 @@ class HaltingPolicy:
 
     def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
         raise NotImplementedError
+
+    def select(self, rows: np.ndarray) -> None:
+        """Row j of the next ``act`` call continues row ``rows[j]`` of the last one (-1: a new sample).
+
+        Stateless policies ignore it; a stateful one must keep its per-row state in step (live halting calls
+        it when halted rows leave the batch and queued samples join it).
+        """
+        if self.stateful:
+            raise NotImplementedError(f"{type(self).__name__} is stateful and must implement select(rows)")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, param={self.param})"
@@ -175,21 +187,33 @@ class FixedDepthPolicy(ColumnPolicy):
 
 
 class RandomPolicy(HaltingPolicy):
-    """Halt with probability ``p`` at every step, from its own seeded Generator (restarted by ``bind``)."""
+    """Halt with probability ``p`` at every step: the draw of (sample, step) is fixed by ``seed`` at ``bind``,
+    so every evaluation path (table, env, live, any batching) sees the same draws. Reads ``info``'s
+    ``index`` and ``step``."""
 
     name = "random"
 
     def __init__(self, p: float = 0.2, seed: int = 0) -> None:
         self.param = check_probability("p", p)
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._uniform: np.ndarray | None = None
 
     def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
              ) -> None:  # fmt: skip
-        self._rng = np.random.default_rng(self.seed)
+        self._uniform = np.random.default_rng(self.seed).random((rollouts.num_samples, rollouts.max_steps))
 
     def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
-        return _halt_where(self._rng.random(len(observations)) < self.param)
+        if self._uniform is None:
+            raise RuntimeError("RandomPolicy needs bind(rollouts) first: it draws one number per (sample, step)")
+        index, step = _rows(self, info)
+        return _halt_where(self._uniform[index, step - 1] < self.param)
+
+
+def _rows(policy: HaltingPolicy, info: Info) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' sample positions and steps from ``info``, else ``ValueError``."""
+    if info is None or "index" not in info or "step" not in info:
+        raise ValueError(f"{type(policy).__name__}.act needs info with the rows' 'index' (position) and 'step'")
+    return np.asarray(info["index"]), np.asarray(info["step"])
 
 
 class StepTargetPolicy(HaltingPolicy):
@@ -204,9 +228,8 @@ class StepTargetPolicy(HaltingPolicy):
     def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
         if self._targets is None:
             raise RuntimeError(f"{type(self).__name__} needs bind(rollouts) first: it reads each sample's step")
-        if info is None or "index" not in info or "step" not in info:
-            raise ValueError(f"{type(self).__name__}.act needs info with the rows' 'index' (position) and 'step'")
-        return _halt_where(np.asarray(info["step"]) >= self._targets[np.asarray(info["index"])])
+        index, step = _rows(self, info)
+        return _halt_where(step >= self._targets[index])
 
 
 class OraclePolicy(StepTargetPolicy):
@@ -216,7 +239,7 @@ class OraclePolicy(StepTargetPolicy):
     pnl and the area under a curve are not bounded by it.
     """
 
-    name = "oracle"
+    name, reads = "oracle", "each sample's label (its best step is found from the rewards)"
 
     def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
              ) -> None:  # fmt: skip
@@ -230,6 +253,8 @@ class PrivilegedPolicy(StepTargetPolicy):
     (at the first report whose final flag reads above 0.5). References, not contenders: they read what
     no halting policy sees. Family name ``privileged_<rule>``.
     """
+
+    reads = "the task's privileged per-sample step (e.g. when the answer arrives)"
 
     def __init__(self, rule: str) -> None:
         self.rule, self.name = rule, f"privileged_{rule}"

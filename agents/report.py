@@ -12,7 +12,8 @@ import pandas as pd
 from scipy import stats
 
 from agents.curves import summarize as curve_summary
-from agents.plots import plot_curves, plot_difficulty, plot_halting_steps, save_figure
+from agents.measure import COMPUTE_COLUMNS
+from agents.plots import plot_curves, plot_difficulty, plot_halting_steps, plot_wall_time, save_figure
 from agents.policies import LEARNED_FAMILIES
 from agents.stages import EVAL_SPLITS, halting_frame, load_points
 from agents.stats import Draws, block_length
@@ -45,6 +46,7 @@ class TaskAnalysis:
     blocks: dict[str, int]
     halt_target_rate: np.ndarray
     lines: list[str] = field(default_factory=list)
+    compute: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,6 +168,33 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
     return Analysis(tasks, seconds)
 
 
+def add_compute(analysis: Analysis, live: dict[str, Path]) -> None:
+    """Merge each task's live measurements (``agents.measure.live_stage``) into its summary and report lines."""
+    for t in analysis.tasks:
+        t.compute = json.loads(live[t.task].read_text())
+        timing, mismatches = t.compute["timing"], t.compute["mismatches"]
+        for column in COMPUTE_COLUMNS:
+            t.summary[column] = [
+                sum(m.get(family, 0) for m in mismatches.values()) if column == "live_mismatches" and family in timing
+                else timing.get(family, {}).get(column, np.nan) for family in t.summary["policy"]]  # fmt: skip
+        t.lines += _compute_lines(t)
+
+
+def _compute_lines(t: TaskAnalysis) -> list[str]:
+    c, timing = t.compute, t.compute["timing"]
+    count = sum(sum(m.values()) for m in c["mismatches"].values())
+    lines = [f"[{t.task}] live halting equals the table: {count} samples differ in halting step or prediction, "
+             f"over every deployable val-chosen point and TRM seeds {c['trm_seeds']}",
+             f"[{t.task}] full depth, run live: {timing['full_depth']['wall_ms_per_1k']:.1f} ms per 1000 samples "
+             f"(batch {c['batch_size']}, one CPU thread, {c['samples']} test samples of TRM seed "
+             f"{c['trm_seeds'][0]}, median of {c['rounds']} rounds)"]  # fmt: skip
+    latency = c["latency"]
+    for family, values in latency.items():
+        lines.append(f"[{t.task}] latency at batch 1, {family}: p50 {values['p50_ms']:.2f} ms, p99 "
+                     f"{values['p99_ms']:.2f} ms per sample")  # fmt: skip
+    return lines
+
+
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub markdown table (no extra dependency)."""
     def cell(v: Any) -> str:
@@ -196,6 +225,9 @@ def write_outputs(out: Path, analysis: Analysis, config: dict[str, Any]) -> None
         test = t.curves[t.curves["split"] == "test"]
         figures = {f"{t.task}_{m}.png": plot_curves(test, m, f"{t.task} (test): {m} vs mean steps")
                    for m in ("mean_return", "accuracy")}  # fmt: skip
+        if t.compute:
+            figures[f"{t.task}_wall_time.png"] = plot_wall_time(t.summary, t.compute["timing"]["full_depth"],
+                                                                f"{t.task} (test): mean return vs measured wall time")
         figures[f"{t.task}_halting_steps.png"] = plot_halting_steps(t.episodes, int(t.episodes["halt_step"].max()),
                                                                     f"{t.task}: halting steps (val-chosen points)")
         if "difficulty" in t.episodes and t.episodes["difficulty"].notna().any():

@@ -19,6 +19,12 @@ return ``ours``, ``baseline`` (both in ``unit``), ``ratio = ours / baseline`` an
   observation-only points, and the table's ratio to it (target >= 5x).
 - ``env_from_saved``: building a ``HaltingEnv`` from a saved ``Rollouts`` folder vs simulating the table
   (disk cache off) and building it: builds/s on regime-chain's val split (target >= 10x).
+- ``live_halting`` (``bench_live.py``): the halt head at its val-chosen threshold run live on regime-chain's
+  test split at batch 1024 against the same model run for all K steps at the same batch size (target:
+  speed-up >= 0.8 x K / mean steps); pointer's figure beside it;
+- ``policy_overhead``: the share of live wall time each family spends deciding (target <= 10% for the rules,
+  the heads and fitted-Q; PPO's reported);
+- ``live_env``: env steps/s of the live vector env (64 envs) against the table's (reported, no target);
 - ``ray_rl_stage`` (``bench_ray.py``): the study's RL stage (6 PPO agents) on a local Ray with 2 CPUs vs
   serially, each in a fresh process (target >= 1.6x): warm, as inside a run, in the row; cold (Ray's
   start-up and the workers' imports charged to this stage) and Ray with 1 CPU (the scaling) below it.
@@ -37,6 +43,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from bench_live import bench_live_env, bench_live_halting, bench_policy_overhead, format_live
 from bench_ray import bench_ray_rl_stage
 from bench_tables import NUM_VECTOR_ENVS, bench_env_from_saved, bench_evaluate_table, bench_model_rollout
 from stable_baselines3 import PPO
@@ -142,8 +149,12 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "model_rollout": bench_model_rollout,
     "evaluate_table": bench_evaluate_table,
     "env_from_saved": bench_env_from_saved,
+    "live_halting": bench_live_halting,
+    "policy_overhead": bench_policy_overhead,
+    "live_env": bench_live_env,
     "ray_rl_stage": bench_ray_rl_stage,
 }
+OWN_FORMAT = ("policy_overhead", "live_env")  # rows printed by their own lines, not as ratio rows
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
@@ -151,6 +162,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| benchmark | ours | baseline | unit | ratio | target | met |", "|---|---|---|---|---|---|---|"]
     rows = []
     for name, r in results.items():
+        if name in OWN_FORMAT:
+            continue
         rows.append((name, r))
         if name == "model_rollout":
             rows.append((f"{name} (hidden_dim={r['hidden_256']['hidden_dim']})", r["hidden_256"]))
@@ -164,6 +177,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| evaluate_table vs free-running vector env | {r['ours']:,.0f} | {r['free_running']:,.0f} "
                      f"| episodes/s | {r['ratio_vs_free_running']:.2f}x | >= {r['target_vs_free']:.1f}x "
                      f"| {'yes' if r['met_vs_free'] else 'NO'} |")  # fmt: skip
+    lines += format_live(results)
     if "ray_rl_stage" in results:
         r = results["ray_rl_stage"]
         cold = "met" if r["met_cold"] else "NOT met"

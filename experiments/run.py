@@ -13,11 +13,15 @@ a rerun redoes exactly the stages whose key changed, ``--force`` redoes all; ``c
 1. per task and TRM seed: the shipped checkpoint, or with ``--retrain`` a fresh one in ``trm/<task>/seed<k>/``;
 2. per task, TRM seed, RL training cost and RL seed: an agent trained on ``halt``: ``rl/<task>/trm<k>/*.zip``;
 3. per task, TRM seed and policy group: halting steps on val and test: ``episodes/<task>/trm<k>/<group>.npz``;
-4. the analysis: ``curves.csv`` (every point, val and test), ``summary.csv`` (val-chosen points on test),
-   ``episodes.csv`` (their test episodes), the plots and ``report.md``.
+4. the analysis: every point on val and test, each family's knob chosen on val;
+5. per task: every deployable val-chosen point run live (``agents.measure``): live equals the table on every
+   TRM seed, wall time against full depth, latency at batch 1: ``live/<task>.json``;
+6. the outputs: ``curves.csv`` (every point, val and test), ``summary.csv`` (val-chosen points on test, with
+   the measured compute), ``episodes.csv`` (their test episodes), the plots and ``report.md``.
 
-Stages 1-3 are independent tasks; by default they run on a local Ray with the machine's cores (``--backend ray``,
-measured faster than ``--backend serial`` for ``make run`` on 2 cores), or on a cluster with ``--address``.
+Stages 1-3 (and 5) are independent tasks; by default they run on a local Ray with the machine's cores
+(``--backend ray``, measured faster than ``--backend serial`` for ``make run`` on 2 cores), or on a cluster with
+``--address``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from tqdm.auto import tqdm
 from agents.backend import BACKENDS, make_backend
 from agents.curves import DEFAULT_PARAMS
 from agents.learners import GRIDS, LEARNERS, PONDER_VARIANTS
-from agents.report import analyse, write_outputs
+from agents.measure import deployable_choices, live_stage
+from agents.report import add_compute, analyse, write_outputs
 from agents.rl import HYPERPARAMETERS, N_ENVS
 from agents.stages import evaluate_stage, train_rl_stage, train_trm_stage
 from trm_env.core import DEFAULT_STEP_COST
@@ -52,18 +57,20 @@ COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2], r
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
                   total_timesteps=200_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
-                  n_resamples=1000),
+                  n_resamples=1000, timing_samples=2048, timing_rounds=3, latency_samples=100),
     # full: the extrapolation split too; three RL and learner seeds; PPO for 500k steps with its learning rate decayed
     # to 0 (docs/rl_tuning.md); every PonderNet variant and ACT cost. RL trains at the evaluation cost only (a
     # list of costs makes the training cost a knob chosen on val, at one RL training per cost and seed).
     "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], step_costs=[DEFAULT_STEP_COST],
                  rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2], learner_seeds=[0, 1, 2], total_timesteps=500_000,
                  hyperparameters={"learning_rate_end": 0.0}, ponder_variants=[list(v) for v in PONDER_VARIANTS],
-                 act_taus=list(GRIDS["act"]), n_resamples=2000),
+                 act_taus=list(GRIDS["act"]), n_resamples=2000, timing_samples=4096, timing_rounds=5,
+                 latency_samples=300),
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",
            "learner_seeds": "a non-empty list of integers"}  # fmt: skip
+POSITIVE = ("timing_samples", "timing_rounds", "latency_samples")
 
 
 def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
@@ -85,6 +92,9 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
         numbers = isinstance(values, list) and values and all(isinstance(v, int | float) and v >= 0 for v in values)
         if not numbers or (key != "step_costs" and not all(isinstance(v, int) for v in values)):
             raise ValueError(f"{key} must be {what}, got {values!r}")
+    for key in POSITIVE:
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {config[key]!r}")
     unknown = sorted(set(config["learners"]) - set(LEARNERS))
     if unknown:
         raise ValueError(f"learners must be a list of {list(LEARNERS)}; unknown: {unknown}")
@@ -215,13 +225,10 @@ class Run:
     def evaluations(self, task: str, seed: int, checkpoint: Path, rl: tuple[list[Path], list[dict], list[int | None]]
                     ) -> dict[str, Path]:  # fmt: skip
         """Stage 3: every policy group's halting steps on val and test (the RL group after its agents)."""
-        c = self.config
-        settings = {"step_cost": c["eval_step_cost"], "random_seeds": c["random_seeds"],
-                    "learner_seeds": c["learner_seeds"], "ponder_variants": c["ponder_variants"],
-                    "act_taus": c["act_taus"]}  # fmt: skip
+        settings = self._settings()
         paths, keys, jobs = rl
         out = {}
-        for group in ("rules", "rl", *c["learners"]):
+        for group in ("rules", "rl", *self.config["learners"]):
             path = self.out / "episodes" / task / f"trm{seed}" / f"{group}.npz"
             key = {"stage": "evaluate", "group": group, "task_kwargs": self._task_kwargs(task),
                    "checkpoint": sha256_file(checkpoint / "model.pt"), "settings": settings,
@@ -233,6 +240,26 @@ class Run:
                        rl_paths=paths if group == "rl" else ())  # fmt: skip
             out[group] = path
         return out
+
+    def live(self, task: str, checkpoints: dict[int, Path], chosen: dict[str, float],
+             rl: dict[int, tuple[list[Path], list[dict], list[int | None]]]) -> Path:  # fmt: skip
+        """Stage 5: every deployable val-chosen point of ``task`` run live: equality, wall time, latency."""
+        c = self.config
+        settings = {**self._settings(), **{key: c[key] for key in POSITIVE}}
+        path = self.out / "live" / f"{task}.json"
+        key = {"stage": "live", "task_kwargs": self._task_kwargs(task), "chosen": chosen, "settings": settings,
+               "checkpoints": {seed: sha256_file(folder / "model.pt") for seed, folder in checkpoints.items()},
+               "rl": {seed: keys for seed, (_, keys, _) in rl.items()}}  # fmt: skip
+        self.stage(f"live/{task}", path, key, live_stage, task=task, task_kwargs=self._task_kwargs(task),
+                   checkpoints=checkpoints, chosen=chosen, settings=settings,
+                   rl_paths={seed: paths for seed, (paths, _, _) in rl.items()}, out=path)  # fmt: skip
+        return path
+
+    def _settings(self) -> dict[str, Any]:
+        c = self.config
+        return {"step_cost": c["eval_step_cost"], "random_seeds": c["random_seeds"],
+                "learner_seeds": c["learner_seeds"], "ponder_variants": c["ponder_variants"],
+                "act_taus": c["act_taus"]}  # fmt: skip
 
     def _task_kwargs(self, task: str) -> dict[str, Any]:
         return dict(self.config["task_kwargs"].get(task, {}))
@@ -273,6 +300,11 @@ def _main(run: Run) -> int:
                         for seed in config["trm_seeds"]} for task in config["tasks"]}  # fmt: skip
     agents = {task: {seed: rl[(task, seed)][0] for seed in config["trm_seeds"]} for task in config["tasks"]}
     analysis = analyse(artifacts, agents, config)
+    live = {t.task: run.live(t.task, {seed: checkpoints[(t.task, seed)] for seed in config["trm_seeds"]},
+                             deployable_choices(t.chosen), {seed: rl[(t.task, seed)] for seed in config["trm_seeds"]})
+            for t in analysis.tasks}  # fmt: skip
+    run.flush()
+    add_compute(analysis, live)
     write_outputs(run.out, analysis, config)
     run.finish()
     print(f"\nrun directory: {run.out}  (stages run now: {len(run.ran)}; {time.perf_counter() - start:.1f} s)")

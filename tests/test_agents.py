@@ -135,17 +135,29 @@ def test_fixed_depth_unbound_raises() -> None:
         FixedDepthPolicy(3).act(_obs(STEP_FRACTION, [0.5]))
 
 
-def test_random_policy_seeded_and_rate() -> None:
-    obs = np.zeros((20_000, DIM), dtype=np.float32)
+def test_random_policy_draws_one_number_per_sample_and_step() -> None:
+    """The draw of (sample, step) is fixed by the seed: any batching or order of rows halts the same samples."""
+    table = simulate("regime-chain")
+    n, k = table.num_samples, table.max_steps
+    index, step = np.tile(np.arange(n), k), np.repeat(np.arange(1, k + 1), n)
+    obs = np.zeros((n * k, DIM), dtype=np.float32)
     a, b = RandomPolicy(0.3, seed=5), RandomPolicy(0.3, seed=5)
-    first = a.act(obs)
-    assert np.array_equal(first, b.act(obs))
-    assert not np.array_equal(first, RandomPolicy(0.3, seed=6).act(obs))
+    for policy in (a, b):
+        policy.bind(table)
+    first = a.act(obs, {"index": index, "step": step})
+    assert np.array_equal(first, b.act(obs, {"index": index, "step": step}))
+    other = RandomPolicy(0.3, seed=6)
+    other.bind(table)
+    assert not np.array_equal(first, other.act(obs, {"index": index, "step": step}))
     assert abs(first.mean() - 0.3) < 0.02
-    a.bind(simulate("regime-chain"))  # bind restarts the seeded stream: every evaluation sees the same draws
-    assert np.array_equal(a.act(obs), first)
-    assert RandomPolicy(0.0).act(obs).sum() == 0
-    assert RandomPolicy(1.0).act(obs).sum() == len(obs)
+    order = np.random.default_rng(0).permutation(n * k)[:500]  # any subset, in any order: the same draws
+    assert np.array_equal(a.act(obs[order], {"index": index[order], "step": step[order]}), first[order])
+    expected = np.random.default_rng(5).random((n, k)) < 0.3
+    assert np.array_equal(first.reshape(k, n).T, expected.astype(int))
+    with pytest.raises(ValueError, match="index"):
+        a.act(obs[:3])
+    with pytest.raises(RuntimeError, match="bind"):
+        RandomPolicy(0.5).act(obs[:3], {"index": index[:3], "step": step[:3]})
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -31,7 +31,7 @@ def test_step_and_rollout_shapes():
     x = torch.randn(4, 7)
     state, task_logits, halt_logits = model.step(model.initial_state(x))
     assert task_logits.shape == (4, 8) and halt_logits.shape == (4,)
-    assert state.step == 1
+    assert state.step.tolist() == [1, 1, 1, 1]
     logits, halts, answers = model.eval().rollout(x, return_answers=True)
     assert logits.shape == (4, 5, 8) and halts.shape == (4, 5) and answers.shape == (4, 5, 16)
     assert model.rollout(x, steps=2)[0].shape == (4, 2, 8)

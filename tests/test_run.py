@@ -19,6 +19,7 @@ import torch
 from scipy import stats
 
 from agents.evaluation import EPISODE_COLUMNS
+from agents.measure import TIMED
 from agents.rl import RLHaltingPolicy
 from agents.study import CURVE_COLUMNS, SUMMARY_COLUMNS
 from trm_env.model import TinyRecursiveModel
@@ -29,13 +30,21 @@ EXPERIMENTS = ROOT / "experiments"
 NOTEBOOK = EXPERIMENTS / "halting_curves.ipynb"
 TASK = "regime-chain"
 TINY = {"tasks": [TASK], "trm_seeds": [0, 1], "step_costs": [0.01], "rl_seeds": [0], "total_timesteps": 1024,
-        "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"]}  # fmt: skip
-PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty")
+        "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"], "timing_samples": 300,
+        "timing_rounds": 1, "latency_samples": 5}  # fmt: skip
+PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty", "wall_time")
 FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
             "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag"}  # fmt: skip
 GROUPS = ("rules", "rl", "fitted_q", "continuation_head")
 SERIAL = ("--backend", "serial")  # run.py defaults to Ray (faster for the real configs); tiny runs need no start-up
-STAGES = 2 * (1 + len(GROUPS))  # per TRM seed: one RL agent and its evaluation groups
+PER_SEED = 1 + len(GROUPS)  # per TRM seed: one RL agent and its evaluation groups
+STAGES = 2 * PER_SEED + 1  # and the task's live stage
+
+
+def assert_same_summary(run: Path, other: Path) -> None:
+    """The summaries are identical but for the measured wall times (which no seed fixes)."""
+    ours, theirs = (pd.read_csv(folder / "summary.csv").drop(columns=list(TIMED)) for folder in (run, other))
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
 
 
 def _load_run_module() -> ModuleType:
@@ -90,7 +99,7 @@ def _main(run_module: ModuleType, capsys: pytest.CaptureFixture[str], *args: str
 def test_tiny_run_writes_every_artifact(tiny_run: Path) -> None:
     expected = ["config.json", "curves.csv", "episodes.csv", "summary.csv", "report.md",
                 *[f"{TASK}_{plot}.png" for plot in PLOTS],
-                *[f"episodes/{TASK}/trm{s}/{g}.npz" for s in (0, 1) for g in GROUPS]]  # fmt: skip
+                *[f"episodes/{TASK}/trm{s}/{g}.npz" for s in (0, 1) for g in GROUPS], f"live/{TASK}.json"]  # fmt: skip
     for name in expected:
         path = tiny_run / name
         assert path.is_file() and path.stat().st_size > 0, name
@@ -137,6 +146,22 @@ def test_summary_is_chosen_on_val_and_reported_on_test(tiny_run: Path) -> None:
     rows = summary.set_index("policy")
     assert rows.loc["fixed_depth", "gain"] == 0.0 and rows.loc["oracle", "oracle_gain_share"] == pytest.approx(1.0)
     assert (rows["n_trm_seeds"] == 2).all() and rows.loc["rl_ppo", "n_rl_seeds"] == 1
+
+
+def test_summary_measures_what_each_family_saves_live(tiny_run: Path) -> None:
+    """Every deployable chosen point ran live: equal to the table on both TRM seeds, timed against full depth."""
+    rows = pd.read_csv(tiny_run / "summary.csv").set_index("policy")
+    live = json.loads((tiny_run / "live" / f"{TASK}.json").read_text())
+    deployable = FAMILIES - {"oracle", "privileged_at_difficulty", "privileged_final_flag"}
+    assert set(live["timing"]) == deployable | {"full_depth"} and live["trm_seeds"] == [0, 1]
+    assert (rows.loc[sorted(deployable), "live_mismatches"] == 0).all()
+    assert rows.loc[["oracle", "privileged_at_difficulty"], "wall_ms_per_1k"].isna().all()
+    measured = rows.loc[sorted(deployable)]
+    assert (measured["wall_ms_per_1k"] > 0).all() and measured["policy_share"].between(0, 1).all()
+    np.testing.assert_allclose(measured.loc["fixed_depth", "ideal_speedup"], 16 / measured.loc["fixed_depth", "param"])
+    assert measured.loc["fixed_depth", "policy_share"] < 0.5 and set(live["latency"]) >= {"full_depth", "halt_head"}
+    report = (tiny_run / "report.md").read_text()
+    assert f"[{TASK}] live halting equals the table: 0 samples differ" in report
 
 
 def test_episodes_are_the_chosen_points_on_test(tiny_run: Path) -> None:
@@ -259,7 +284,7 @@ def test_retrain_is_keyed_on_the_training_config(run_module: ModuleType, tmp_pat
 def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """Stages are keyed on the TRM's content: changing seed 1's checkpoint redoes its five stages only."""
+    """Stages are keyed on the TRM's content: changing seed 1's checkpoint redoes its five stages and the live one."""
     out = _copy(tiny_run, tmp_path / "copy")
     shipped = tmp_path / "checkpoints"
     for seed in (0, 1):
@@ -271,7 +296,7 @@ def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: Modu
     with torch.no_grad():
         model.task_head.bias += 0.5
     model.save(shipped / TASK / "seed1" / "model.pt")
-    assert f"stages run now: {STAGES // 2}" in _main(run_module, capsys, *config)
+    assert f"stages run now: {PER_SEED + 1}" in _main(run_module, capsys, *config)
 
 
 @pytest.mark.parametrize(
@@ -312,8 +337,9 @@ def test_ray_backend_gives_the_same_bytes_as_serial(tiny_run: Path, run_module: 
     out = tmp_path / "ray"
     assert run_module.main(["--config", str(_config(tmp_path)), "--out", str(out), "--backend", "ray",
                             "--num-cpus", "2"]) == 0  # fmt: skip
-    for name in ("curves.csv", "summary.csv", "episodes.csv"):
+    for name in ("curves.csv", "episodes.csv"):
         assert (out / name).read_bytes() == (tiny_run / name).read_bytes(), name
+    assert_same_summary(out, tiny_run)
     for seed in (0, 1):
         ours, theirs = RLHaltingPolicy.load(_rl_zip(out, seed)), RLHaltingPolicy.load(_rl_zip(tiny_run, seed))
         for a, b in zip(ours.model.policy.parameters(), theirs.model.policy.parameters(), strict=True):

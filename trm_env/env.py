@@ -22,6 +22,7 @@ from gymnasium.vector.utils import batch_space
 
 from trm_env.checks import check_int
 from trm_env.core import DEFAULT_STEP_COST, RENDER_MODES, CoreAttributes, HaltingCore, IndexSampler
+from trm_env.live_core import make_core
 from trm_env.model import TinyRecursiveModel
 from trm_env.rollouts import CHECKPOINT_DIR, OBSERVATIONS, REWARDS, Rollouts
 from trm_env.task import Task
@@ -165,14 +166,15 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
         render_mode: str | None = None,
         rollouts: Rollouts | str | Path | None = None,
         task_kwargs: dict[str, Any] | None = None,
+        live: bool = False,
     ) -> None:
-        self.core = HaltingCore(task, checkpoint, split, max_steps, step_cost, reward, observation, render_mode,
-                                rollouts, task_kwargs)  # fmt: skip
+        self.core = make_core(1, live, task=task, checkpoint=checkpoint, split=split, max_steps=max_steps,
+                              step_cost=step_cost, reward=reward, observation=observation, render_mode=render_mode,
+                              rollouts=rollouts, task_kwargs=task_kwargs)  # fmt: skip
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.render_mode = render_mode
         self._sampler = IndexSampler(1, self.core.num_samples)
-        self._row = 0
         self._done = True
 
     def reset(
@@ -186,11 +188,13 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
             position = self.core.check_position(options["index"])
         else:
             position = self._sampler.draw_one()
-        self._row = self.core.start_rows(position)
+        self.core.begin(0, position)
         self._done = False
-        return self.core.observations[self._row].copy(), self.core.info(self._row)
+        return self.core.observe(0).copy(), self.core.info(0)
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if isinstance(action, bool | np.bool_):
+            raise ValueError(f"action must be an integer 0 (continue) or 1 (halt), not a bool; got {action!r}")
         try:
             action = operator.index(action)
         except TypeError:
@@ -199,20 +203,14 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
             raise ValueError(f"action must be 0 (continue) or 1 (halt), got {action}")
         if self._done:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
-        row, reward, done = self.core.transition(self._row, action)
-        self._row, self._done = int(row), bool(done)
-        return (
-            self.core.observations[self._row].copy(),
-            float(reward),
-            self._done,
-            False,
-            self.core.info(self._row),
-        )
+        reward, done = self.core.advance(0, action)
+        self._done = bool(done)
+        return self.core.observe(0).copy(), float(reward), self._done, False, self.core.info(0)
 
     def render(self) -> str | np.ndarray | None:
         """``"ansi"``: one line about the state; ``"rgb_array"``: a picture of the episode so far
         (``trm_env.render``: probabilities and halt probability per step, the committed answer once halted)."""
-        return self.core.render(self._row, self._done)
+        return self.core.render(0, self._done)
 
 
 class HaltingVectorEnv(CoreAttributes, VectorEnv):
@@ -232,9 +230,9 @@ class HaltingVectorEnv(CoreAttributes, VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, live: bool = False, **kwargs: Any) -> None:
         self.num_envs = check_int("num_envs", num_envs)
-        self.core = HaltingCore(**kwargs)
+        self.core = make_core(num_envs, live, **kwargs)
         self.render_mode = self.core.render_mode
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
@@ -242,7 +240,6 @@ class HaltingVectorEnv(CoreAttributes, VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._sampler = IndexSampler(num_envs, self.core.num_samples)
         self._envs = np.arange(num_envs)
-        self._rows = np.zeros(num_envs, dtype=np.int64)
         self._prev_done = np.zeros(num_envs, dtype=np.bool_)
         self._all = np.ones(num_envs, dtype=np.bool_)
         self._all.flags.writeable = False  # the shared, read-only info mask: every sub-env has info
@@ -251,12 +248,12 @@ class HaltingVectorEnv(CoreAttributes, VectorEnv):
     @property
     def positions(self) -> np.ndarray:
         """The sample position (in the split) of each sub-env's current episode."""
-        return self._rows // self.core.max_steps
+        return self.core.positions(self._envs)
 
     @property
     def steps(self) -> np.ndarray:
         """The current recursion step t (1..max_steps) of each sub-env."""
-        return self._rows % self.core.max_steps + 1
+        return self.core.steps(self._envs)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -269,31 +266,30 @@ class HaltingVectorEnv(CoreAttributes, VectorEnv):
             positions = np.array([self.core.check_position(i) for i in indices.tolist()], dtype=np.int64)
         else:
             positions = self._sampler.draw(self._envs)
-        self._rows = self.core.start_rows(positions)
+        self.core.begin(self._envs, positions)
         self._prev_done[:] = False
         self._started = True
-        return self.core.observations[self._rows], self.core.info_batch(self._rows, self._all)
+        return self.core.observe(self._envs), self.core.info_batch(self._envs, self._all)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = self.core.check_actions(actions, self.num_envs)
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        rows, rewards, terminated = self.core.transition(self._rows, actions)
+        rewards, terminated = self.core.advance(self._envs, actions)
         restart = self._prev_done
         if np.count_nonzero(restart):
-            rows[restart] = self.core.start_rows(self._sampler.draw(self._envs[restart]))
+            envs = self._envs[restart]
+            self.core.begin(envs, self._sampler.draw(envs))
             rewards[restart] = 0.0
             terminated[restart] = False
-        self._rows = rows
         self._prev_done = terminated.copy()
-        truncated = np.zeros(self.num_envs, dtype=np.bool_)
-        return self.core.observations[rows], rewards, terminated, truncated, self.core.info_batch(rows, self._all)
+        truncated, info = np.zeros(self.num_envs, dtype=np.bool_), self.core.info_batch(self._envs, self._all)
+        return self.core.observe(self._envs), rewards, terminated, truncated, info
 
     def render(self) -> tuple[Any, ...] | None:
         if self.render_mode is None:
             return None
-        return tuple(self.core.render(row, done) for row, done in zip(self._rows.tolist(), self._prev_done.tolist(),
-                                                                        strict=True))  # fmt: skip
+        return tuple(self.core.render(env, done) for env, done in enumerate(self._prev_done.tolist()))
 
 
 def register_envs() -> None:

@@ -72,13 +72,14 @@ def _map_blocks(fn: Callable[[Tensor], tuple[Tensor, ...]], blocks: tuple[Tensor
 
 
 class TRMState(NamedTuple):
-    """Recursion state: embedded static input, embedded chunks (or None), y, z and the step count."""
+    """Recursion state, one row per sample: embedded static input, embedded chunks (or None), y, z and the
+    steps done (B,) (rows may stand at different steps: live halting batches them together)."""
 
     x: Tensor
     chunks: Tensor | None
     y: Tensor
     z: Tensor
-    step: int
+    step: Tensor
 
 
 class _Core(nn.Module):
@@ -174,12 +175,19 @@ class TinyRecursiveModel(nn.Module):
             chunks = self.embed_chunk(x[:, self.static_dim :].reshape(batch, self.n_chunks, self.chunk_dim))
         y = self.y_init.expand(batch, hidden)
         z = self.z_init.expand(batch, hidden)
-        return TRMState(x_emb, chunks, y, z, 0)
+        return TRMState(x_emb, chunks, y, z, torch.zeros(batch, dtype=torch.long, device=x.device))
 
     def _step_input(self, state: TRMState) -> Tensor:
-        if state.chunks is None or state.step >= self.n_chunks:
+        """x, plus in stream mode the chunk of each row's own step (none once the chunks are used up)."""
+        if state.chunks is None:
             return state.x
-        return state.x + state.chunks[:, state.step]
+        index = state.step.clamp(max=self.n_chunks - 1)
+        chunk = state.chunks[torch.arange(len(index), device=index.device), index]
+        return torch.where((state.step < self.n_chunks)[:, None], state.x + chunk, state.x)
+
+    def latent(self, state: TRMState) -> Tensor:
+        """The answer state y of each row (B, hidden_dim): the "latent" observation's extra columns."""
+        return state.y
 
     def _cycle(self, x: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         xy = x + y  # (x + y) + z, as x + y + z evaluates, with x + y formed once

@@ -1,17 +1,24 @@
-"""The observation every halting method sees: the layout (defined here, once), bounds and computation.
+"""The observation every halting method sees: the layout (defined here, once), its bounds, and the one
+per-step function that computes it, for a table and for live inference alike.
 
 After step t the model's class probabilities p_t, eight statistics of them and, in "latent" mode, its
-answer state y_t. ``observation_table`` computes them for a whole rollout at once.
+answer state y_t. ``observation_step`` computes step t for a batch of rows from their logits and a
+``Carry`` of what the statistics need from step t-1; ``observation_table`` runs it over a whole rollout.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
+from torch import Tensor
 
-__all__ = ["KL_CAP", "OBSERVATIONS", "observation_layout", "observation_limits", "observation_table"]
+__all__ = ["KL_CAP", "OBSERVATIONS", "Carry", "halt_probability", "initial_carry", "observation_bounds",
+           "observation_layout", "observation_limits", "observation_step", "observation_table"]  # fmt: skip
 
 OBSERVATIONS = ("summary", "latent")
+KL_CAP = 30.0  # KL between successive steps is clipped here (a probability of ~1e-13 already gives ~30 nats)
 
 
 def observation_layout(num_classes: int, hidden_dim: int) -> dict[str, slice]:
@@ -33,9 +40,6 @@ def observation_layout(num_classes: int, hidden_dim: int) -> dict[str, slice]:
     return layout
 
 
-KL_CAP = 30.0  # KL between successive steps is clipped here (a probability of ~1e-13 already gives ~30 nats)
-
-
 def observation_limits(num_classes: int, hidden_dim: int, max_steps: int) -> dict[str, tuple[float, float]]:
     """Per layout entry, its (low, high); y ends in a parameter-free RMSNorm, so |y_j| <= sqrt(hidden_dim)."""
     log_c = float(np.log(num_classes))
@@ -45,40 +49,83 @@ def observation_limits(num_classes: int, hidden_dim: int, max_steps: int) -> dic
             "latent": (-float(np.sqrt(hidden_dim)), float(np.sqrt(hidden_dim)))}  # fmt: skip
 
 
-def observation_table(logits: torch.Tensor, halt_logits: torch.Tensor, y: torch.Tensor
-                      ) -> tuple[np.ndarray, dict[str, slice]]:  # fmt: skip
-    """The (N, K, D) float32 "latent" observation of a rollout (the "summary" one is its first columns),
-    clipped to its bounds, and its layout; inputs (N, K, C), (N, K) and (N, K, H)."""
-    n, k, c = logits.shape
-    hidden = y.shape[-1]
-    probs, log_probs = logits.softmax(-1), logits.log_softmax(-1)
-    previous = torch.cat([torch.full_like(probs[:, :1], 1.0 / c), probs[:, :-1]], dim=1)
-    previous_log = torch.cat([torch.full_like(log_probs[:, :1], -float(np.log(c))), log_probs[:, :-1]], dim=1)
-    entropy = -(probs * log_probs).sum(-1, keepdim=True)
-    halt_prob = halt_logits.sigmoid()
-    stats = {
-        "probs": probs,
-        "max_prob": probs.amax(-1, keepdim=True),
-        "entropy": entropy,
-        "halt_prob": halt_prob[..., None],
-        "step_fraction": (torch.arange(1, k + 1, dtype=torch.float32) / k).expand(n, k)[..., None],
-        "movement": 0.5 * (probs - previous).abs().sum(-1, keepdim=True),
-        "kl_prev": (probs * (log_probs - previous_log)).sum(-1, keepdim=True),
-        "entropy_delta": torch.diff(entropy, dim=1, prepend=torch.full_like(entropy[:, :1], float(np.log(c)))),
-        "stable_steps": _stable_steps(logits.argmax(-1))[..., None],
-        "latent": y,
-    }
-    layout = observation_layout(c, hidden)
-    latent = torch.cat([stats[name] for name in layout], dim=-1).numpy()
-    limits = observation_limits(c, hidden, k)
+def observation_bounds(num_classes: int, hidden_dim: int, max_steps: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) float32 vectors of the first ``width`` observation columns (the Box of a mode)."""
+    layout, limits = observation_layout(num_classes, hidden_dim), observation_limits(num_classes, hidden_dim, max_steps)
+    low, high = np.zeros(width, np.float32), np.zeros(width, np.float32)
     for name, columns in layout.items():
-        np.clip(latent[..., columns], *limits[name], out=latent[..., columns])
-    return latent, layout
+        if columns.start < width:
+            low[columns], high[columns] = limits[name]
+    return low, high
 
 
-def _stable_steps(prediction: torch.Tensor) -> torch.Tensor:
-    """(N, K) float: how many consecutive steps up to t (t included) have predicted what step t predicts."""
-    run = torch.ones(prediction.shape, dtype=torch.float32)
-    for t in range(1, prediction.shape[1]):
-        run[:, t] = torch.where(prediction[:, t] == prediction[:, t - 1], run[:, t - 1] + 1, 1.0)
-    return run
+def halt_probability(halt_logits: Tensor) -> Tensor:
+    """sigmoid(halt logit) as float32, computed in float64: the same bits whatever the batch (a float32 sigmoid
+    rounds differently in SIMD lanes and in a batch's scalar tail, so a row's value would depend on its batch)."""
+    return halt_logits.double().sigmoid().float()
+
+
+class Carry(NamedTuple):
+    """What step t's statistics need from step t-1, per row: p, log p, entropy, argmax and its run length."""
+
+    probs: Tensor
+    log_probs: Tensor
+    entropy: Tensor
+    prediction: Tensor
+    stable: Tensor
+
+
+def initial_carry(rows: int, num_classes: int, device: torch.device | str = "cpu") -> Carry:
+    """The carry before step 1: p_0 uniform, H_0 = ln C, no argmax yet (so step 1 starts a run of 1)."""
+    log_c, shape = float(np.log(num_classes)), (rows, num_classes)
+    return Carry(torch.full(shape, 1.0 / num_classes, device=device), torch.full(shape, -log_c, device=device),
+                 torch.full((rows, 1), log_c, device=device), torch.full((rows,), -1, dtype=torch.long, device=device),
+                 torch.zeros(rows, device=device))  # fmt: skip
+
+
+def observation_step(logits: Tensor, halt_logits: Tensor, steps: Tensor, max_steps: int, carry: Carry,
+                     latent: Tensor | None = None) -> tuple[Tensor, Carry]:  # fmt: skip
+    """Step t's float32 observation of a batch of rows, clipped to its bounds, and the carry for step t+1.
+
+    ``logits`` (B, C), ``halt_logits`` (B,), ``steps`` (B,) the step t of each row (1..K); with ``latent``
+    (B, H) the "latent" observation, else the "summary" one. Rows are independent: any batch of rows,
+    at any mix of steps, gives each row what a whole rollout gives it.
+    """
+    c = logits.shape[-1]
+    probs, log_probs = logits.softmax(-1), logits.log_softmax(-1)
+    entropy = -(probs * log_probs).sum(-1, keepdim=True)
+    prediction = logits.argmax(-1)
+    stable = torch.where(prediction == carry.prediction, carry.stable + 1, 1.0)
+    columns = [
+        probs, probs.amax(-1, keepdim=True), entropy, halt_probability(halt_logits)[:, None],
+        (steps.to(torch.float32) / max_steps)[:, None], 0.5 * (probs - carry.probs).abs().sum(-1, keepdim=True),
+        (probs * (log_probs - carry.log_probs)).sum(-1, keepdim=True), entropy - carry.entropy, stable[:, None],
+    ]  # fmt: skip
+    hidden = 0 if latent is None else latent.shape[-1]
+    observation = torch.cat(columns if latent is None else [*columns, latent], dim=-1)
+    low, high = _bounds(c, hidden, max_steps, observation.shape[-1], observation.device)
+    return torch.clamp(observation, low, high), Carry(probs, log_probs, entropy, prediction, stable)
+
+
+_BOUNDS: dict[tuple[int, int, int, int, str], tuple[Tensor, Tensor]] = {}
+
+
+def _bounds(c: int, hidden: int, k: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``observation_bounds`` as tensors on ``device``, built once per shape."""
+    key = (c, hidden, k, width, str(device))
+    if key not in _BOUNDS:
+        _BOUNDS[key] = tuple(torch.from_numpy(b).to(device) for b in observation_bounds(c, hidden, k, width))
+    return _BOUNDS[key]
+
+
+def observation_table(logits: Tensor, halt_logits: Tensor, y: Tensor) -> tuple[np.ndarray, dict[str, slice]]:
+    """The (N, K, D) float32 "latent" observation of a rollout (the "summary" one is its first columns) and
+    its layout, from (N, K, C) logits, (N, K) halt logits and (N, K, H) answer states: ``observation_step``
+    over the K steps."""
+    n, k, c = logits.shape
+    carry, steps, out = initial_carry(n, c, logits.device), torch.zeros(n, dtype=torch.long), []
+    for t in range(k):
+        observation, carry = observation_step(logits[:, t].contiguous(), halt_logits[:, t].contiguous(), steps + t + 1,
+                                              k, carry, y[:, t].contiguous())  # fmt: skip
+        out.append(observation)
+    return torch.stack(out, dim=1).cpu().numpy(), observation_layout(c, y.shape[-1])

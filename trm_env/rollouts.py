@@ -32,9 +32,15 @@ import torch
 
 from trm_env.checks import check_int
 from trm_env.io import atomic_dir
-from trm_env.loss import profit_weighted_ce
 from trm_env.model import TinyRecursiveModel, resolve_device
-from trm_env.observation import OBSERVATIONS, observation_layout, observation_limits, observation_table
+from trm_env.observation import (
+    OBSERVATIONS,
+    halt_probability,
+    observation_bounds,
+    observation_layout,
+    observation_table,
+)
+from trm_env.stepping import step_outcome
 from trm_env.task import Task
 from trm_env.tasks import load_task
 
@@ -54,7 +60,8 @@ REWARDS = ("profit_weighted_ce", "pnl", "correct")
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 SHIPPED_SEEDS = (0, 1, 2)
 _PACKAGE = Path(__file__).parent
-_CODE = ("rollouts.py", "observation.py", "model.py", "loss.py")  # the code a table depends on: part of its key
+# the code a table depends on: part of its key
+_CODE = ("rollouts.py", "observation.py", "stepping.py", "model.py", "loss.py")
 _CODE_DIGEST = hashlib.sha256(b"".join((_PACKAGE / name).read_bytes() for name in _CODE))
 _MEMORY: OrderedDict[str, Rollouts] = OrderedDict()
 _MEMORY_SIZE = 8
@@ -99,14 +106,8 @@ class Rollouts:
 
     def bounds(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """The (low, high) float32 bounds of an observation mode, from the layout."""
-        width = self.observations[mode].shape[-1]
         hidden = self.layout["latent"].stop - self.layout["latent"].start
-        limits = observation_limits(self.num_classes, hidden, self.max_steps)
-        low, high = np.zeros(width, np.float32), np.zeros(width, np.float32)
-        for name, columns in self.layout.items():
-            if columns.start < width:
-                low[columns], high[columns] = limits[name]
-        return low, high
+        return observation_bounds(self.num_classes, hidden, self.max_steps, self.observations[mode].shape[-1])
 
     def returns(self, reward: str, step_cost: float) -> np.ndarray:
         """(N, K) episode return of halting at step t+1: ``halt_reward - step_cost * t``."""
@@ -262,32 +263,28 @@ def simulate(
 
 @torch.no_grad()
 def _simulate(model: TinyRecursiveModel, task: Task, split: str, k: int, key: str, device: torch.device) -> Rollouts:
-    """One batched rollout over the split, turned into observation, reward and info tables."""
+    """One batched rollout over the split, turned into observation, reward and info tables step by step
+    (``observation_step`` and ``step_outcome``: the functions live halting uses too)."""
     rows = task.split(split)
     x = torch.from_numpy(np.ascontiguousarray(task.features[rows]))
     home = next(model.parameters()).device
     logits, halt_logits, y = (t.cpu() for t in model.to(device).rollout(x.to(device), steps=k, return_answers=True))
     model.to(home)
-    c = logits.shape[-1]
-    halt_prob = halt_logits.sigmoid()
     latent, layout = observation_table(logits, halt_logits, y)
-    summary_width = layout["latent"].start
-    labels = torch.from_numpy(task.labels[rows])
-    pred = logits.argmax(-1)
-    realized = torch.from_numpy(task.pnl_matrix[rows]).gather(1, pred).double()
-    pwce = profit_weighted_ce(logits, labels[:, None], torch.from_numpy(task.pnl[rows])[:, None], model.pnl_scale)
-    correct = (pred == labels[:, None]).numpy()
+    labels, pnl = torch.from_numpy(task.labels[rows]), torch.from_numpy(task.pnl[rows])
+    pnl_matrix = torch.from_numpy(task.pnl_matrix[rows])
+    steps = [step_outcome(logits[:, t].contiguous(), labels, pnl, pnl_matrix, model.pnl_scale) for t in range(k)]
+    out = {name: np.stack([step[name] for step in steps], axis=1) for name in steps[0]}
     dates = task.dates[rows] if np.issubdtype(task.dates.dtype, np.datetime64) else None
     return Rollouts(
         key=key, task_name=task.name, split=split,
-        observations={"summary": np.ascontiguousarray(latent[..., :summary_width]), "latent": latent},
-        halt_reward={"profit_weighted_ce": -pwce.double().numpy(), "pnl": (realized / model.pnl_scale).numpy(),
-                     "correct": correct.astype(np.float64)},
-        prediction=pred.numpy(), correct=correct, pnl=realized.numpy(), profit_weighted_ce=pwce.double().numpy(),
-        halt_prob=halt_prob.double().numpy(), index=rows.copy(), label=labels.numpy(),
+        observations={"summary": np.ascontiguousarray(latent[..., : layout["latent"].start]), "latent": latent},
+        halt_reward={mode: out[f"reward_{mode}"] for mode in REWARDS}, prediction=out["prediction"],
+        correct=out["correct"], pnl=out["pnl"], profit_weighted_ce=out["profit_weighted_ce"],
+        halt_prob=halt_probability(halt_logits).double().numpy(), index=rows.copy(), label=labels.numpy(),
         difficulty=None if task.difficulty is None else task.difficulty[rows].copy(), date=dates,
         reference_steps={name: steps[rows].copy() for name, steps in task.reference_steps.items()},
-        layout=layout, num_classes=c, max_steps=k, pnl_scale=model.pnl_scale, horizon=task.horizon,
+        layout=layout, num_classes=logits.shape[-1], max_steps=k, pnl_scale=model.pnl_scale, horizon=task.horizon,
         strategy_names=tuple(task.strategy_names),
     )  # fmt: skip
 

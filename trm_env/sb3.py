@@ -16,7 +16,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from trm_env.checks import check_int
-from trm_env.core import CoreAttributes, HaltingCore, IndexSampler
+from trm_env.core import CoreAttributes, IndexSampler
+from trm_env.live_core import make_core
 
 __all__ = ["HaltingSB3VecEnv", "make_sb3_vec_env"]
 
@@ -34,12 +35,11 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
     ``"render"``, and ``set_attr`` is refused since the settings are baked into precomputed tables.
     """
 
-    def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, live: bool = False, **env_kwargs: Any) -> None:
         num_envs = check_int("num_envs", num_envs)
-        self.core = HaltingCore(**env_kwargs)
+        self.core = make_core(num_envs, live, **env_kwargs)
         self._sampler = IndexSampler(num_envs, self.core.num_samples)
         self._envs = np.arange(num_envs)
-        self._rows = np.zeros(num_envs, dtype=np.int64)
         self._actions: np.ndarray | None = None
         super().__init__(num_envs, self.core.observation_space, self.core.action_space)
 
@@ -52,11 +52,11 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
         positions[~chosen] = self._sampler.draw(self._envs[~chosen])
         for env in self._envs[chosen].tolist():
             positions[env] = self.core.check_position(self._options[env]["index"])
-        self._rows = self.core.start_rows(positions)
-        self.reset_infos = self.core.info_list(self._rows)
+        self.core.begin(self._envs, positions)
+        self.reset_infos = self.core.info_list(self._envs)
         self._reset_seeds()
         self._reset_options()
-        return self.core.observations[self._rows]
+        return self.core.observe(self._envs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = self.core.check_actions(actions, self.num_envs)
@@ -64,19 +64,16 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
             raise RuntimeError("call step_async(actions) before step_wait()")
-        rows, rewards, dones = self.core.transition(self._rows, self._actions)
+        rewards, dones = self.core.advance(self._envs, self._actions)
         self._actions = None
-        infos = self.core.info_list(rows)
-        if np.count_nonzero(dones):
-            envs = self._envs[dones]
-            finals = self.core.observations[rows[envs]]
-            rows[envs] = self.core.start_rows(self._sampler.draw(envs))
-            for env, final, row in zip(envs.tolist(), finals, rows[envs].tolist(), strict=True):
-                infos[env]["terminal_observation"] = final
-                infos[env]["TimeLimit.truncated"] = False
-                self.reset_infos[env] = self.core.info(row)
-        self._rows = rows
-        return self.core.observations[rows], rewards.astype(np.float32), dones, infos
+        envs = self._envs[dones]
+        finals, final_infos = self.core.observe(envs), self.core.info_list(envs)  # ended slots: no model step due
+        self.core.begin(envs, self._sampler.draw(envs))
+        infos = self.core.info_list(self._envs)  # one batched step (live) over the continuing and restarted slots
+        for env, final, info in zip(envs.tolist(), finals, final_infos, strict=True):
+            self.reset_infos[env] = infos[env]
+            infos[env] = {**info, "terminal_observation": final, "TimeLimit.truncated": False}
+        return self.core.observe(self._envs), rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:
         """Nothing to release: the envs are rows of shared read-only tables."""
@@ -98,7 +95,7 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
     ) -> list[Any]:
         if method_name != "render":
             raise AttributeError(f"sub-env method {method_name!r} is not supported; only 'render' is")
-        return [self.core.render(int(self._rows[env]), False) for env in self._get_indices(indices)]
+        return [self.core.render(env, False) for env in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
@@ -106,7 +103,7 @@ class HaltingSB3VecEnv(CoreAttributes, VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         if self.render_mode != "rgb_array":
             return [None for _ in range(self.num_envs)]
-        return [self.core.render(int(row), False) for row in self._rows]
+        return [self.core.render(env, False) for env in range(self.num_envs)]
 
 
 def make_sb3_vec_env(num_envs: int = 1, seed: int | None = None, monitor: bool = True, **env_kwargs: Any

@@ -1,0 +1,140 @@
+"""What halting saves: every family's val-chosen point run live, its wall time measured against full depth.
+
+``live_stage`` is one stage of the study per task, run after the choices on val. For each deployable
+family it rebuilds the chosen point (rules by name; learned families refitted on ``halt`` exactly as the
+evaluation stage fitted them, learner seed 0; RL agents loaded) and:
+
+- **equality**: on every TRM seed, runs it live on the whole test split (batch 1024) and counts the samples
+  whose halting step or prediction differs from the table's (``live_mismatches``; expected 0);
+- **throughput**: on the first TRM seed, on a fixed subsample of test (the first ``timing_samples``), times
+  it live at batch 1024 in ``rounds`` rounds alternated with the same model run for all K steps at the same
+  batch size; medians give ``wall_ms_per_1k`` (ms per 1000 samples), ``speedup`` (full depth / live),
+  ``ideal_speedup`` (K / mean steps) and ``policy_share`` (the share of live wall time spent deciding);
+- **latency**: one request at a time (batch 1), p50 and p99 per sample of ``LATENCY_FAMILIES`` and full depth.
+
+Everything runs on the CPU with one torch thread. The oracle and the privileged rules read the label: no
+compute columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.evaluation import halting_steps
+from agents.learners import LEARNERS, fit_learners
+from agents.live import evaluate_live
+from agents.policies import HaltingPolicy, make_policy
+from agents.rl import RLHaltingPolicy
+from trm_env.io import write_json_atomic
+from trm_env.live import full_depth, halt_live
+from trm_env.model import torch_threads
+from trm_env.observation import observation_layout
+from trm_env.rollouts import resolve_model, simulate
+from trm_env.stepping import TableSpec
+from trm_env.tasks import load_task
+
+__all__ = ["COMPUTE_COLUMNS", "LATENCY_FAMILIES", "TIMED", "chosen_policy", "deployable_choices", "live_stage",
+           "time_live"]  # fmt: skip
+
+COMPUTE_COLUMNS = ("wall_ms_per_1k", "speedup", "ideal_speedup", "policy_share", "live_mismatches")
+TIMED = ("wall_ms_per_1k", "speedup", "policy_share")  # measured wall times: they differ from run to run
+LATENCY_FAMILIES = ("halt_head", "fitted_q", "rl_ppo")
+BATCH = 1024
+
+
+def deployable_choices(chosen: Any) -> dict[str, float]:
+    """family -> val-chosen knob of the families that can run live (not the oracle, not the privileged rules)."""
+    return {row["policy"]: float(row["param"]) for _, row in chosen.iterrows()
+            if row["policy"] != "oracle" and not row["policy"].startswith("privileged_")}  # fmt: skip
+
+
+def chosen_policy(family: str, param: float, halt_table: Any, val_table: Any, settings: dict[str, Any],
+                  rl_paths: Sequence[Path]) -> HaltingPolicy:  # fmt: skip
+    """The policy at a family's chosen knob, as the evaluation stage made it (learner seed 0)."""
+    if family.startswith("rl_"):
+        path = next((p for p in rl_paths if np.isclose(RLHaltingPolicy.load(p).param, param)), None)
+        if path is None:
+            raise ValueError(f"no {family} agent trained at cost {param:g} among {[str(p) for p in rl_paths]}")
+        return RLHaltingPolicy.load(path)
+    if family in LEARNERS:
+        taus = [param] if family == "act" else settings["act_taus"]
+        points = fit_learners(family, halt_table, val_table, settings["step_cost"], [0],
+                              [tuple(v) for v in settings["ponder_variants"]], taus)  # fmt: skip
+        return next(p for p in points if np.isclose(p.param, param))
+    return make_policy(family, int(param) if family in ("fixed_depth", "patience") else param)
+
+
+def _mismatches(policy: HaltingPolicy, test: Any, task: Any, checkpoint: Path, cost: float) -> int:
+    """Test samples whose live halting step or prediction differs from the table's."""
+    steps = halting_steps(policy, test, cost)
+    live = evaluate_live(policy, task, "test", cost, checkpoint=checkpoint, batch_size=BATCH)
+    predicted = test.prediction[np.arange(test.num_samples), steps - 1]
+    return int(((live["halt_step"].to_numpy() != steps) | (live["prediction"].to_numpy() != predicted)).sum())
+
+
+def time_live(model: Any, inputs: torch.Tensor, policies: dict[str, HaltingPolicy], spec: TableSpec, cost: float,
+           rounds: int) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Median wall, policy share and mean steps of each policy live, rounds alternated with full depth."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in ("full_depth", *policies)}
+    for _ in range(rounds):
+        runs["full_depth"].append({"wall_s": float(full_depth(model, inputs, spec.max_steps, BATCH).sum())})
+        for name, policy in policies.items():
+            policy.bind(spec, cost)
+            run = halt_live(model, inputs, policy, spec, batch_size=BATCH)
+            runs[name].append({**run.compute, "mean_steps": float(run.halt_step.mean())})
+    out = {}
+    full = float(np.median([r["wall_s"] for r in runs["full_depth"]]))
+    for name, rows in runs.items():
+        wall = float(np.median([r["wall_s"] for r in rows]))
+        share = float(np.median([r.get("policy_s", 0.0) / r["wall_s"] for r in rows]))
+        steps = rows[0].get("mean_steps", spec.max_steps)
+        out[name] = {"wall_ms_per_1k": 1e6 * wall / len(inputs), "speedup": full / wall,
+                     "ideal_speedup": spec.max_steps / steps, "policy_share": share}  # fmt: skip
+    return out
+
+
+def _latency(model: Any, inputs: torch.Tensor, policies: dict[str, HaltingPolicy], spec: TableSpec, cost: float
+             ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """p50/p99 ms per sample served one at a time (batch 1)."""
+    seconds = {"full_depth": full_depth(model, inputs, spec.max_steps, batch_size=1)}
+    for name in LATENCY_FAMILIES:
+        if name in policies:
+            policies[name].bind(spec, cost)
+            seconds[name] = halt_live(model, inputs, policies[name], spec, batch_size=1).latency_s
+    return {name: {"p50_ms": 1000 * float(np.percentile(s, 50)), "p99_ms": 1000 * float(np.percentile(s, 99))}
+            for name, s in seconds.items()}  # fmt: skip
+
+
+def live_stage(task: str, task_kwargs: dict[str, Any], checkpoints: dict[int, Path], chosen: dict[str, float],
+               settings: dict[str, Any], rl_paths: dict[int, list[Path]], out: Path) -> None:  # fmt: skip
+    """Measure every deployable chosen point of ``task`` (module docstring); write ``out`` (JSON).
+
+    ``chosen``: family -> val-chosen knob; ``settings``: the evaluation settings plus ``timing_samples``,
+    ``timing_rounds`` and ``latency_samples``.
+    """
+    loaded, cost = load_task(task, **task_kwargs), settings["step_cost"]
+    result: dict[str, Any] = {"mismatches": {}, "trm_seeds": sorted(checkpoints)}
+    with torch_threads(1):
+        for seed, checkpoint in sorted(checkpoints.items()):
+            tables = {split: simulate(loaded, checkpoint, split=split) for split in ("halt", "val", "test")}
+            policies = {family: chosen_policy(family, param, tables["halt"], tables["val"], settings, rl_paths[seed])
+                        for family, param in chosen.items()}  # fmt: skip
+            result["mismatches"][seed] = {family: _mismatches(p, tables["test"], loaded, checkpoint, cost)
+                                          for family, p in policies.items()}  # fmt: skip
+            if seed == min(checkpoints):
+                model = resolve_model(checkpoint, loaded)
+                rows = loaded.split("test")[: settings["timing_samples"]]
+                inputs = torch.from_numpy(np.ascontiguousarray(loaded.features[rows]))
+                spec = TableSpec(task, "test", observation_layout(model.num_classes, model.task_head.in_features),
+                                 model.num_classes, model.max_steps, len(rows), model.pnl_scale)  # fmt: skip
+                result["timing"] = time_live(model, inputs, policies, spec, cost, settings["timing_rounds"])
+                spec = TableSpec(**{**spec.__dict__, "num_samples": settings["latency_samples"]})
+                result["latency"] = _latency(model, inputs[: settings["latency_samples"]], policies, spec, cost)
+    result.update(samples=len(rows), rounds=settings["timing_rounds"], batch_size=BATCH)
+    write_json_atomic(out, json.loads(json.dumps(result)))

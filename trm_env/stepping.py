@@ -1,0 +1,120 @@
+"""The step protocol: what a model must offer to be simulated into a table or halted live, and the
+per-row operations both need.
+
+A *stepper* is any object with ``initial_state(x) -> state`` and ``step(state) -> (state, logits (B, C),
+halt_logits (B,) or None)``; optionally ``latent(state) -> (B, H)``, the extra columns of the "latent"
+observation. A state is a tensor, or a tuple/NamedTuple/list/dict of tensors (``None`` allowed), each
+with one row per sample first, and rows must not interact: then rows can leave a batch and new ones can
+join it at any step. ``TinyRecursiveModel`` is one stepper.
+
+``run_step`` runs one step on a batch and pads a batch of fewer than ``MIN_ROWS`` rows: MKL's sgemm takes
+another kernel below 8 rows whose last bits differ, so padding keeps every row's numbers those of a large
+batch, and live halting gives the table's numbers bit for bit (on CPU). ``step_outcome`` turns one step's
+logits into what halting there earns, for the table and live alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from trm_env.loss import profit_weighted_ce
+
+__all__ = ["MIN_ROWS", "Stepper", "TableSpec", "cat_rows", "run_step", "select_rows", "step_outcome"]
+
+MIN_ROWS = 8
+
+
+class Stepper(Protocol):
+    def initial_state(self, x: Tensor) -> Any: ...
+
+    def step(self, state: Any) -> tuple[Any, Tensor, Tensor | None]: ...
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a policy binds to when no table exists (live halting): the layout and sizes a table would have."""
+
+    task_name: str
+    split: str
+    layout: dict[str, slice]
+    num_classes: int
+    max_steps: int
+    num_samples: int
+    pnl_scale: float
+    reference_steps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _map(fn: Callable[[Tensor], Tensor], state: Any) -> Any:
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, dict):
+        return {key: _map(fn, value) for key, value in state.items()}
+    if isinstance(state, tuple | list):
+        values = [_map(fn, value) for value in state]
+        return type(state)(*values) if hasattr(state, "_fields") else type(state)(values)
+    raise TypeError(f"a stepper's state must hold tensors (in tuples, lists or dicts), got {type(state).__name__}")
+
+
+def select_rows(state: Any, rows: Tensor) -> Any:
+    """The state of the given rows (an index or boolean mask), in that order."""
+    return _map(lambda t: t[rows], state)
+
+
+def cat_rows(states: Sequence[Any]) -> Any:
+    """The states of several batches as one, rows in order."""
+    first = states[0]
+    if first is None:
+        return None
+    if isinstance(first, Tensor):
+        return torch.cat(states)
+    if isinstance(first, dict):
+        return {key: cat_rows([s[key] for s in states]) for key in first}
+    if isinstance(first, tuple | list):
+        values = [cat_rows([s[i] for s in states]) for i in range(len(first))]
+        return type(first)(*values) if hasattr(first, "_fields") else type(first)(values)
+    raise TypeError(f"a stepper's state must hold tensors (in tuples, lists or dicts), got {type(first).__name__}")
+
+
+def run_step(stepper: Stepper, state: Any, rows: int) -> tuple[Any, Tensor, Tensor, Tensor | None]:
+    """One step of ``rows`` rows: ``(state, logits, halt_logits, latent or None)``, padded below ``MIN_ROWS``.
+
+    A stepper without halt logits gets zeros (halt probability 0.5 in the observation).
+    """
+    pad = MIN_ROWS - rows
+    if pad > 0:
+        state = cat_rows([state, select_rows(state, torch.zeros(pad, dtype=torch.long))])
+    with torch.no_grad():
+        state, logits, halt_logits = stepper.step(state)
+        latent = stepper.latent(state) if hasattr(stepper, "latent") else None
+    if halt_logits is None:
+        halt_logits = logits.new_zeros(len(logits))
+    if pad > 0:
+        keep = torch.arange(rows)
+        state, logits, halt_logits = select_rows(state, keep), logits[:rows], halt_logits[:rows]
+        latent = None if latent is None else latent[:rows]
+    return state, logits, halt_logits, latent
+
+
+def step_outcome(logits: Tensor, labels: Tensor, pnl: Tensor, pnl_matrix: Tensor, pnl_scale: float
+                 ) -> dict[str, np.ndarray]:  # fmt: skip
+    """What halting at this step earns, per row (float64 numpy): ``prediction``, ``correct``, realized ``pnl``,
+    ``profit_weighted_ce`` and the terminal reward of each mode (``reward_<mode>``, before step costs).
+
+    ``logits`` (B, C); ``labels`` (B,), ``pnl`` (B,) the labelled strategy's pnl, ``pnl_matrix`` (B, C).
+    """
+    prediction = logits.argmax(-1)
+    realized = pnl_matrix.gather(1, prediction[:, None])[:, 0].double()
+    pwce = profit_weighted_ce(logits, labels, pnl, pnl_scale).double()
+    correct, pwce = (prediction == labels).cpu().numpy(), pwce.cpu().numpy()
+    realized = realized.cpu().numpy()
+    return {"prediction": prediction.cpu().numpy(), "correct": correct, "pnl": realized, "profit_weighted_ce": pwce,
+            "reward_profit_weighted_ce": -pwce, "reward_pnl": realized / pnl_scale,
+            "reward_correct": correct.astype(np.float64)}  # fmt: skip
