@@ -62,7 +62,7 @@ class RayBackend:
         import ray
 
         self._ray = ray
-        env = {name: os.environ[name] for name in ("TRM_ENV_CACHE_DIR",) if name in os.environ}
+        env = {name: os.environ[name] for name in ("TRM_ENV_CACHE_DIR", "TRM_ENV_VERIFY") if name in os.environ}
         options: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False}
         if address is None:
             options.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)

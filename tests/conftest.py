@@ -1,4 +1,5 @@
-"""Test-session settings: rollout tables are cached on disk in a fresh folder of this session only."""
+"""Test-session settings: rollout tables are cached on disk in a fresh folder of this session only, and
+every load checks all their digests (``TRM_ENV_VERIFY``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import tempfile
 
 os.environ["TRM_ENV_CACHE_DIR"] = tempfile.mkdtemp(prefix="trm_env_test_cache_")
+os.environ["TRM_ENV_VERIFY"] = "1"  # every table loaded in the suite is checked against its digests
 
 import numpy as np
 import pytest

@@ -1,8 +1,9 @@
 """The market task: pick one of 8 net-long allocation strategies per trading day (see docs/market_task.md).
 
 Entry points used by ``trm_env.tasks.load_task``: ``load_arch_task`` (S&P 500 / NASDAQ shipped inside
-``arch``) and ``load_csv_task`` (the user's own CSV or Parquet). Both validate with ``prepare_prices`` and
-build with ``build_market_task`` on the causal features and positions of ``trm_env.features``.
+``arch``) and ``load_csv_task`` (the user's own CSV or Parquet). Both validate with ``prepare_prices``
+(``trm_env.prices``: what is refused, and the options that accept it) and build with
+``build_market_task`` on the causal features and positions of ``trm_env.features``.
 
 Pnl of strategy i for decision day t over horizon h, with simple returns r(s) = P(s) / P(s-1) - 1:
 
@@ -11,7 +12,6 @@ Pnl of strategy i for decision day t over horizon h, with simple returns r(s) = 
 
 from __future__ import annotations
 
-import warnings
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pandas as pd
 
 from trm_env.checks import check_int
 from trm_env.features import POSITION_BOUNDS, STRATEGY_NAMES, raw_features, strategy_positions
+from trm_env.prices import MAX_GAP_DAYS, MAX_SPIKE, prepare_prices, read_price_file
 from trm_env.task import SPLITS, Task, standardise
 
 __all__ = [
@@ -37,101 +38,7 @@ __all__ = [
 LONGEST_WINDOW = 252  # ret_252 / drawdown_252: the first sample is the 253rd row
 DEFAULT_ENDS = {"train_end": "2010-12-31", "halt_end": "2012-12-31", "val_end": "2014-12-31"}
 PROPORTIONS = (0.6, 0.1, 0.1, 0.2)  # train, halt, val, test: when the data do not cover DEFAULT_ENDS
-PRICE_COLUMNS = ("open", "high", "low", "close")
-DATE_NAMES = ("date", "datetime", "timestamp")
 ARCH_SOURCES = {"sp500": "arch.data.sp500", "nasdaq": "arch.data.nasdaq"}
-
-
-# ----------------------------------------------------------------------------------------------- input
-
-
-def _find_column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
-    """The first column of ``frame`` whose lower-cased name is in ``names`` (in the order of ``names``)."""
-    lower = {str(c).strip().lower(): c for c in frame.columns}
-    return next((lower[n] for n in names if n in lower), None)
-
-
-def _fail(source: str, column: str, row: int, problem: str) -> ValueError:
-    return ValueError(f"{source}: column {column!r}, row {row}: {problem}")
-
-
-def _numeric(frame: pd.DataFrame, column: str, source: str, positive: bool) -> np.ndarray:
-    """Column as float64; ValueError at the first non-numeric, non-finite or non-positive (negative) value."""
-    raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | ((values <= 0) if positive else (values < 0))
-    if bad.any():
-        row = int(np.argmax(bad))
-        need = "a finite price > 0" if positive else "a finite volume >= 0"
-        raise _fail(source, column, row, f"value {raw.iloc[row]!r} is not {need}")
-    return values
-
-
-def _dates(frame: pd.DataFrame, source: str) -> pd.DatetimeIndex:
-    """The parsed date column (date/datetime/timestamp, case-insensitive, or a former unnamed index)."""
-    column = _find_column(frame, DATE_NAMES)
-    if column is None and len(frame.columns) and str(frame.columns[0]).lower() in ("index", "unnamed: 0"):
-        column = frame.columns[0]
-    if column is None:
-        raise ValueError(f"{source}: no date column (named one of {DATE_NAMES}, any case) and no date index")
-    raw = frame[column]
-    parsed = pd.to_datetime(raw, errors="coerce")
-    if parsed.isna().any():
-        row = int(np.argmax(parsed.isna().to_numpy()))
-        raise _fail(source, str(column), row, f"value {raw.iloc[row]!r} is not a parseable date")
-    dup = parsed.duplicated().to_numpy()
-    if dup.any():
-        row = int(np.argmax(dup))
-        raise _fail(source, str(column), row, f"duplicate date {parsed.iloc[row].date()}")
-    index = pd.DatetimeIndex(parsed).tz_localize(None).as_unit("ns")
-    return index.rename("date")
-
-
-def prepare_prices(frame: pd.DataFrame, source: str, min_rows: int = 0) -> pd.DataFrame:
-    """Validate a daily price frame and return it in canonical form, sorted by date.
-
-    Canonical columns: ``price`` (Adj Close when present, else Close: drives returns and strategies),
-    and whichever of ``open``/``high``/``low``/``close`` (raw) and ``volume`` exist. Errors name ``source``,
-    the column and the first offending row (0-based data row in input order); fewer than ``min_rows`` rows
-    is an error too.
-    """
-    if not isinstance(frame.index, pd.RangeIndex):
-        frame = frame.reset_index()
-    dates = _dates(frame, source)
-    price_column = _find_column(frame, ("adj close", "adj_close", "adjclose", "close"))
-    if price_column is None:
-        raise ValueError(f"{source}: column 'Close' (or 'Adj Close', any case) is missing")
-    if len(frame) < min_rows:
-        raise _fail(source, str(price_column), len(frame), f"data end after {len(frame)} rows, need at least "
-                    f"{min_rows} (longest feature window {LONGEST_WINDOW} + horizon + 1)")
-    out = {"price": _numeric(frame, price_column, source, positive=True)}
-    for name in PRICE_COLUMNS:
-        column = _find_column(frame, (name,))
-        if column is not None:
-            out[name] = _numeric(frame, column, source, positive=True)
-    volume = _find_column(frame, ("volume",))
-    if volume is not None:
-        out["volume"] = _numeric(frame, volume, source, positive=False)
-    prices = pd.DataFrame(out, index=dates)
-    if not prices.index.is_monotonic_increasing:
-        row = int(np.argmax(np.diff(prices.index.to_numpy()) < np.timedelta64(0)) + 1)
-        warnings.warn(f"{source}: dates are not sorted (first out of order at row {row}); sorted them",
-                      UserWarning, stacklevel=3)
-        prices = prices.sort_index()
-    return prices
-
-
-def read_price_file(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file of daily prices, unvalidated."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found")
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    return pd.read_parquet(path)
 
 
 # ------------------------------------------------------------------------------------------------ task
@@ -193,11 +100,16 @@ def build_market_task(
     val_end: Any = None,
     embargo: int | None = None,
     source: str = "frame",
+    dayfirst: bool | None = None,
+    max_gap_days: int | None = MAX_GAP_DAYS,
+    max_spike: float | None = MAX_SPIKE,
 ) -> Task:
     """Validate ``prices`` (any daily OHLCV frame, see ``prepare_prices``) and build the market Task.
 
     Split ends default to ``DEFAULT_ENDS``; when no end is given and the data do not cover those dates,
     the splits take ``PROPORTIONS`` of the samples in time order instead. Explicit dates always win.
+    ``dayfirst``, ``max_gap_days`` (14 calendar days) and ``max_spike`` (3x out and back) are the date
+    order and the limits of ``trm_env.prices``; ``None`` lifts a limit.
     """
     horizon = check_int("horizon", horizon)
     embargo = horizon if embargo is None else check_int("embargo", embargo)
@@ -211,7 +123,7 @@ def build_market_task(
         if a >= b:
             raise ValueError(f"{earlier} ({a.date()}) must be before {later} ({b.date()})")
 
-    canonical = prepare_prices(prices, source, min_rows=LONGEST_WINDOW + horizon + 1)
+    canonical = prepare_prices(prices, source, LONGEST_WINDOW + horizon + 1, dayfirst, max_gap_days, max_spike)
     first, last = canonical.index[0], canonical.index[-1]
     explicit = any(value is not None for value in given.values())
     for arg, stamp in ends.items():
@@ -267,6 +179,6 @@ def load_arch_task(name: str, **overrides: Any) -> Task:
     return build_market_task(module.load(), name, source=ARCH_SOURCES[name], **overrides)
 
 
-def load_csv_task(path: str | Path, **overrides: Any) -> Task:
-    """The market task on the user's own daily prices (CSV or Parquet, see ``prepare_prices``)."""
-    return build_market_task(read_price_file(path), "csv", source=str(path), **overrides)
+def load_csv_task(path: str | Path, sep: str | None = None, **overrides: Any) -> Task:
+    """The market task on the user's own daily prices (CSV or Parquet, see ``trm_env.prices``)."""
+    return build_market_task(read_price_file(path, sep), "csv", source=str(path), **overrides)

@@ -10,7 +10,8 @@ table; the environments (``trm_env.env``, ``trm_env.sb3``) are thin views over i
 Tables are cached by content: in memory, and on disk (``TRM_ENV_CACHE_DIR``, default
 ``~/.cache/trm_env/rollouts``; ``off`` disables it) so a fresh process or a subprocess worker loads
 instead of re-simulating. The key covers the model's weights and config, the task's arrays, the split,
-K, the pnl scale and this code.
+K, the pnl scale and this code. Loads are checked (``trm_env.store``); a damaged cache folder is moved
+aside with a warning and the table simulated again.
 
 >>> rollouts = simulate("regime-chain", split="test")
 >>> rollouts.observations["summary"].shape, rollouts.layout["halt_prob"]
@@ -31,7 +32,6 @@ import numpy as np
 import torch
 
 from trm_env.checks import check_int
-from trm_env.io import atomic_dir
 from trm_env.model import TinyRecursiveModel, resolve_device
 from trm_env.observation import (
     OBSERVATIONS,
@@ -41,6 +41,7 @@ from trm_env.observation import (
     observation_table,
 )
 from trm_env.stepping import step_outcome
+from trm_env.store import discard, load_table, save_table
 from trm_env.task import Task
 from trm_env.tasks import load_task
 
@@ -124,43 +125,15 @@ class Rollouts:
     # ---- on-disk cache -----------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write the table as a folder of ``.npy`` arrays plus ``meta.json``, atomically."""
-        meta, arrays = {}, {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, dict) and f.name != "layout":
-                arrays.update({f"{f.name}.{mode}": array for mode, array in value.items()})
-            elif isinstance(value, np.ndarray):
-                arrays[f.name] = value
-            elif f.name == "layout":
-                meta[f.name] = {name: [s.start, s.stop] for name, s in value.items()}
-            else:
-                meta[f.name] = value
-        with atomic_dir(path) as tmp:
-            for name, array in arrays.items():
-                np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        return Path(path)
+        """Write the table as a folder of ``.npy`` arrays plus ``meta.json`` with their digests, atomically."""
+        return save_table(path, {f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = True) -> Rollouts:
-        """Read a table written by ``save`` (memory-mapped, read-only, by default)."""
-        path = Path(path)
-        if not (path / "meta.json").is_file():
-            raise ValueError(f"{str(path)!r} is not a saved Rollouts folder (no meta.json)")
-        meta = json.loads((path / "meta.json").read_text())
-        values: dict[str, Any] = {**meta, "observations": {}, "halt_reward": {}, "reference_steps": {},
-                                  "difficulty": None, "date": None}  # fmt: skip
-        values["layout"] = {name: slice(*bounds) for name, bounds in meta["layout"].items()}
-        values["strategy_names"] = tuple(meta["strategy_names"])
-        for file in path.glob("*.npy"):
-            array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False).view(np.ndarray)
-            group, _, mode = file.stem.partition(".")
-            if mode:
-                values[group][mode] = array
-            else:
-                values[group] = array
-        return cls(**values)
+    def load(cls, path: str | Path, mmap: bool = True, verify: bool | None = None) -> Rollouts:
+        """Read a table written by ``save`` (memory-mapped, read-only, by default), checked as
+        ``trm_env.store`` says; ``verify=True`` (or ``TRM_ENV_VERIFY=1``) checks every array's sha256 too.
+        A damaged folder is a ``ValueError`` naming it and the file."""
+        return cls(**load_table(path, mmap, verify))
 
 
 def _restore(key: str, values: dict[str, Any]) -> Rollouts:
@@ -253,8 +226,11 @@ def simulate(
     if key in _MEMORY:
         return _remember(key, _MEMORY[key])
     folder = default_cache_dir() if cache_dir is True else (Path(cache_dir) if cache_dir else None)
-    if folder is not None and (folder / key / "meta.json").is_file():
-        return _remember(key, Rollouts.load(folder / key))
+    if folder is not None and (folder / key).exists():
+        try:
+            return _remember(key, Rollouts.load(folder / key))
+        except ValueError as error:  # damaged: moved aside with a warning, then simulated again
+            discard(folder / key, error)
     rollouts = _simulate(model, task, split, max_steps, key, where)
     if folder is not None:
         rollouts.save(folder / key)

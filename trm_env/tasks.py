@@ -41,7 +41,7 @@ def _check_overrides(name: str, overrides: dict[str, Any]) -> None:
     target = targets.get(name, market.build_market_task)
     valid = set(inspect.signature(target).parameters) - {"prices", "name", "source"}
     valid -= {"extrapolate"} if name.startswith(pointer.NAME) else set()  # the task's name says which split rule
-    valid |= {"path"} if name == "csv" else set()
+    valid |= set(inspect.signature(market.load_csv_task).parameters) - {"overrides"} if name == "csv" else set()
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for task {name!r}; valid: {sorted(valid)}")
