@@ -104,7 +104,10 @@ class RLHaltingPolicy(HaltingPolicy):
         except RuntimeError as exc:
             raise ValueError(f"{weights} does not fit the network {settings.name} describes: {exc}") from exc
         policy.set_training_mode(False)
-        return cls(policy, algo=info["algo"], step_cost=info["step_cost"], seed=info["seed"])
+        try:
+            return cls(policy, algo=info["algo"], step_cost=info["step_cost"], seed=info["seed"])
+        except ValueError as exc:
+            raise ValueError(f"{settings}: {exc}") from exc
 
 
 def agent_files(path: str | Path) -> tuple[Path, Path, Path]:
@@ -141,6 +144,10 @@ def _read_settings(path: Path) -> dict[str, Any]:
                          f"{AGENT_FORMAT!r}); older agents were SB3 zips only: retrain them")  # fmt: skip
     if info.get("algo") not in ALGOS:
         raise ValueError(f"{path}: unknown algo {info.get('algo')!r}; valid: {sorted(ALGOS)}")
+    number, integer = isinstance(info.get("step_cost"), int | float), isinstance(info.get("seed"), int)
+    if not number or not integer or isinstance(info["seed"], bool):
+        raise ValueError(f"{path}: step_cost must be a number and seed an integer, got {info.get('step_cost')!r}, "
+                         f"{info.get('seed')!r}")  # fmt: skip
     return info
 
 

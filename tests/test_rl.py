@@ -225,10 +225,14 @@ def test_rl_load_bad_files(saved_rl: dict[str, tuple[RLHaltingPolicy, Path]], tm
         damage(agent)
         with pytest.raises(ValueError, match=re.escape(str(agent))):
             RLHaltingPolicy.load(agent)
+    def replace(old: str, new: str) -> object:
+        return lambda settings: settings.write_text(settings.read_text().replace(old, new))
+
     settings_cases = {"no_settings": Path.unlink, "bad_json": lambda s: s.write_text("{"),
                       "old_format": lambda s: s.write_text(json.dumps({"algo": "ppo", "step_cost": 0.01, "seed": 0})),
-                      "bad_algo": lambda s: s.write_text(s.read_text().replace('"algo": "ppo"', '"algo": "a2c"')),
-                      "bad_space": lambda s: s.write_text(s.read_text().replace('"n": 2', '"n": "two"'))}  # fmt: skip
+                      "bad_algo": replace('"algo": "ppo"', '"algo": "a2c"'),
+                      "wrong_algo": replace('"algo": "ppo"', '"algo": "dqn"'),
+                      "bad_space": replace('"n": 2', '"n": "two"'), "bad_seed": replace('"seed": 3', '"seed": "3"')}
     for case, damage in settings_cases.items():
         agent = _copy_agent(source, tmp_path / case)
         damage(agent_files(agent)[1])
