@@ -388,8 +388,9 @@ def _kill_during_second_agent(tmp_path: Path, backend: tuple[str, ...]) -> Path:
     return out
 
 
-@pytest.mark.parametrize("backend", [SERIAL, pytest.param(("--backend", "ray", "--num-cpus", "2"),
-                                                          marks=pytest.mark.slow)])  # fmt: skip
+@pytest.mark.parametrize("backend", [pytest.param(SERIAL, id="serial"),
+                                     pytest.param(("--backend", "ray", "--num-cpus", "2"), id="ray",
+                                                  marks=pytest.mark.slow)])  # Ray: about 30 s  # fmt: skip
 def test_a_killed_run_resumes_where_it_died(backend: tuple[str, ...], tiny_run: Path, run_module: ModuleType,
                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """SIGKILL in the middle of the RL stage: the rerun redoes exactly the stages without a key file (the
