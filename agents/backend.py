@@ -2,9 +2,11 @@
 
 Both backends take the same calls: ``submit(fn, kwargs, after, tag)`` starts ``fn(**kwargs)`` once the jobs
 in ``after`` have finished; ``gather()`` waits for every job submitted so far and returns ``(finished tags,
-first error or None)``, so the caller records the stages that finished even when another one failed. The
-serial backend runs a job inside ``submit`` (an error propagates at once) and returns its tag as finished
-from then on. ``on_done(tag, seconds)``, when set, hears of every job as it finishes (a progress bar).
+first error or None)``: after a failure the other jobs still run to their end. The serial backend runs a job
+inside ``submit`` (an error propagates at once) and returns its tag as finished from then on. ``on_done(tag,
+seconds)``, when set, hears of every job as it finishes (a progress bar, a log). Nothing durable should wait
+for ``gather`` or ``on_done``: the driver may be killed while jobs finish, so a job records its own results
+(``experiments/run.py``'s stages write their key files themselves, ``agents.rundir.run_keyed``).
 Stage functions are seeded and single-threaded, so a run gives the same bytes on either.
 """
 

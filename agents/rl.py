@@ -17,23 +17,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import get_linear_fn
 
 from agents.policies import HaltingPolicy, Info
+from agents.rl_net import StepOneHot, build_policy, greedy_actions, policy_algo, policy_spec
 from trm_env.io import atomic_path, write_json_atomic
 from trm_env.model import resolve_device, torch_threads
 from trm_env.rollouts import Rollouts
 from trm_env.sb3 import make_sb3_vec_env
 from trm_env.task import Task
 
-__all__ = ["ALGOS", "HYPERPARAMETERS", "N_ENVS", "RLHaltingPolicy", "StepOneHot", "save_rl_policy", "train_rl_policy"]
+__all__ = ["AGENT_FORMAT", "ALGOS", "HYPERPARAMETERS", "N_ENVS", "RLHaltingPolicy", "StepOneHot", "agent_files",
+           "save_rl_policy", "tensorboard_name", "train_rl_policy"]  # fmt: skip
 
 ALGOS = {"ppo": PPO, "dqn": DQN}
 
@@ -49,54 +51,115 @@ HYPERPARAMETERS: dict[str, dict[str, Any]] = {
                 step_onehot=True, policy_kwargs=dict(net_arch=[64, 64])),
 }  # fmt: skip
 N_ENVS = {"ppo": 128, "dqn": 16}  # the default number of envs per algorithm
-
-
-class StepOneHot(BaseFeaturesExtractor):
-    """The observation with a one-hot of its step appended (read back from the ``step_fraction`` column).
-
-    With it a small MLP learns one halting boundary per step, as fitted-Q's per-step regressors do; from
-    the step fraction alone it learns them far more slowly. It has no parameters and lives inside the
-    SB3 policy, so a saved agent needs nothing else to act. ``hyperparameters`` with ``step_onehot=True``
-    install it.
-    """
-
-    def __init__(self, observation_space: gym.spaces.Box, column: int, max_steps: int) -> None:
-        super().__init__(observation_space, features_dim=observation_space.shape[0] + max_steps)
-        self.column, self.max_steps = column, max_steps
-
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        step = torch.round(observations[:, self.column] * self.max_steps).long().clamp(1, self.max_steps) - 1
-        onehot = torch.nn.functional.one_hot(step, self.max_steps).to(observations.dtype)
-        return torch.cat([observations, onehot], dim=1)
+AGENT_FORMAT = "trm-halting-agent/1"  # the settings file's "format": weights in .pt, settings in .json
+AGENT_SUFFIXES = (".pt", ".json", ".zip")  # weights, settings, SB3 export (see agent_files)
+PICKLED = ":serialized:"  # SB3's marker of a cloudpickled field
 
 
 class RLHaltingPolicy(HaltingPolicy):
-    """A trained stable-baselines3 agent acting deterministically on the observations."""
+    """A trained stable-baselines3 agent acting greedily on the observations (one batched forward pass).
 
-    def __init__(self, model: Any, algo: str = "ppo", step_cost: float = float("nan"), seed: int = 0) -> None:
-        self.model, self.algo = model, algo
-        self.name, self.param, self.seed = f"rl_{algo}", float(step_cost), int(seed)
+    ``model`` is the SB3 algorithm (``PPO``/``DQN``, as ``train_rl_policy`` returns it) or its policy network (as
+    ``load`` rebuilds it); ``policy`` is the network either way. ``algo`` defaults to the model's own.
+    """
+
+    def __init__(self, model: Any, algo: str | None = None, step_cost: float = float("nan"), seed: int = 0) -> None:
+        self.model = model
+        self.policy: BasePolicy = model.policy if isinstance(model, BaseAlgorithm) else model
+        actual = policy_algo(self.policy)
+        if algo is not None and algo != actual:
+            raise ValueError(f"algo {algo!r} does not match the model, a {actual} policy")
+        self.algo, self.name, self.param, self.seed = actual, f"rl_{actual}", float(step_cost), int(seed)
+        self._width = int(self.policy.observation_space.shape[0])
 
     def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
-        actions, _ = self.model.predict(observations, deterministic=True)
-        return np.asarray(actions, dtype=np.int64).reshape(len(observations))
+        if np.ndim(observations) != 2 or np.shape(observations)[1] != self._width:
+            raise ValueError(f"observations must be (B, {self._width}), got shape {np.shape(observations)}")
+        return greedy_actions(self.policy, observations)
 
     @classmethod
     def load(cls, path: str | Path) -> RLHaltingPolicy:
-        """Load ``<name>.zip`` saved by ``train_rl_policy`` (with its ``<name>.json`` beside it)."""
-        path = Path(path)
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise ValueError(f"RL policy {str(path)!r} needs both the SB3 zip and {meta_path.name} beside it")
-        meta = json.loads(meta_path.read_text())
-        algo = meta.get("algo")
-        if algo not in ALGOS:
-            raise ValueError(f"{meta_path}: unknown algo {algo!r}; valid: {sorted(ALGOS)}")
+        """Load an agent saved by ``save_rl_policy``: ``path`` names its ``.pt`` or ``.json`` (or their stem).
+
+        Nothing in them can run code: the weights are read with ``torch.load(weights_only=True)`` and the network
+        is rebuilt from the JSON settings (``agents.rl_net.build_policy``). The ``.zip`` beside them, SB3's
+        export, is refused: SB3's loader unpickles code stored in it. A damaged or missing file gives a
+        ``ValueError`` naming it.
+        """
+        weights, settings, _ = agent_files(path)
+        if Path(path).suffix == ".zip":
+            raise ValueError(f"{str(path)!r} is an SB3 zip: loading one unpickles code stored in it, so "
+                             f"RLHaltingPolicy.load refuses it. Load {weights.name} (weights only, read with "
+                             f"weights_only=True) with {settings.name} beside it instead; for a zip you trust, "
+                             f"RLHaltingPolicy(stable_baselines3.PPO.load(path)).")  # fmt: skip
+        if not weights.exists() and not settings.exists():
+            raise ValueError(f"no RL agent at {str(path)!r}: neither {weights} nor {settings} exists")
+        info = _read_settings(settings)
         try:
-            model = ALGOS[algo].load(path, device="cpu")
-        except Exception as exc:
-            raise ValueError(f"RL policy {str(path)!r} is corrupt or unreadable: {type(exc).__name__}: {exc}") from exc
-        return cls(model, algo=algo, step_cost=meta["step_cost"], seed=meta["seed"])
+            policy = build_policy(info["policy"])
+        except ValueError as exc:
+            raise ValueError(f"{settings}: {exc}") from exc
+        try:
+            policy.load_state_dict(_read_weights(weights))
+        except RuntimeError as exc:
+            raise ValueError(f"{weights} does not fit the network {settings.name} describes: {exc}") from exc
+        policy.set_training_mode(False)
+        try:
+            return cls(policy, algo=info["algo"], step_cost=info["step_cost"], seed=info["seed"])
+        except ValueError as exc:
+            raise ValueError(f"{settings}: {exc}") from exc
+
+
+def agent_files(path: str | Path) -> tuple[Path, Path, Path]:
+    """An agent's weights (``.pt``), settings (``.json``) and SB3 export (``.zip``), from any of them or their stem."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in AGENT_SUFFIXES else path
+    weights, settings, export = (stem.with_name(stem.name + suffix) for suffix in AGENT_SUFFIXES)
+    return weights, settings, export
+
+
+def _pickled_fields(value: Any, where: str = "") -> list[str]:
+    """Where ``value`` (parsed JSON) holds SB3's cloudpickled ``:serialized:`` fields."""
+    if isinstance(value, dict):
+        found = [where or "/"] if PICKLED in value else []
+        return found + [f for k, v in value.items() for f in _pickled_fields(v, f"{where}/{k}")]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _pickled_fields(v, f"{where}/{i}")]
+    return []
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """An agent's JSON settings, checked: written by ``save_rl_policy``, with no pickled field anywhere."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"RL agent settings {path} are missing or unreadable: {type(exc).__name__}: {exc}") from exc
+    pickled = _pickled_fields(info)
+    if pickled:
+        raise ValueError(f"{path} holds pickled fields ({PICKLED} at {pickled}); an agent's settings are plain "
+                         f"JSON and are never unpickled: this file was not written by save_rl_policy")  # fmt: skip
+    if not isinstance(info, dict) or info.get("format") != AGENT_FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise ValueError(f"{path} is not an agent saved by save_rl_policy (format {found!r}, expected "
+                         f"{AGENT_FORMAT!r}); older agents were SB3 zips only: retrain them")  # fmt: skip
+    if info.get("algo") not in ALGOS:
+        raise ValueError(f"{path}: unknown algo {info.get('algo')!r}; valid: {sorted(ALGOS)}")
+    number, integer = isinstance(info.get("step_cost"), int | float), isinstance(info.get("seed"), int)
+    if not number or not integer or isinstance(info["seed"], bool):
+        raise ValueError(f"{path}: step_cost must be a number and seed an integer, got {info.get('step_cost')!r}, "
+                         f"{info.get('seed')!r}")  # fmt: skip
+    return info
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file; weights_only refuses any code
+        raise ValueError(f"RL agent weights {path} are missing, corrupt or unsafe: {type(exc).__name__}: {exc}"
+                         ) from exc  # fmt: skip
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"RL agent weights {path} must hold a state dict of tensors")
+    return state
 
 
 def train_rl_policy(
@@ -115,14 +178,15 @@ def train_rl_policy(
     callback: BaseCallback | None = None,
     **env_kwargs: Any,
 ) -> RLHaltingPolicy:
-    """Train an SB3 agent (``"ppo"`` or ``"dqn"``) to halt; with ``out``, save ``out`` (.zip) and its .json.
+    """Train an SB3 agent (``"ppo"`` or ``"dqn"``) to halt; with ``out``, save it there (``save_rl_policy``).
 
     ``n_envs`` defaults to ``N_ENVS[algo]``. TensorBoard logs go to ``tensorboard_log`` (default: a
-    ``tensorboard`` folder beside ``out``). ``hyperparameters`` override ``HYPERPARAMETERS[algo]`` key by
-    key; ``step_onehot=True`` among them installs ``StepOneHot``, ``learning_rate_end`` decays the learning
-    rate linearly to it over the run. ``callback`` goes to SB3's ``learn``. ``device`` ("cpu", "cuda", "auto") is
-    where the agent's network trains (a 64x64 MLP is fastest on the CPU). ``env_kwargs`` (checkpoint,
-    rollouts, reward, observation, max_steps) go to the environment.
+    ``tensorboard`` folder beside ``out``), in ``tensorboard_name(algo, step_cost, seed)_<N>``.
+    ``hyperparameters`` override ``HYPERPARAMETERS[algo]`` key by key; ``step_onehot=True`` among them installs
+    ``StepOneHot``, ``learning_rate_end`` decays the learning rate linearly to it over the run. ``callback`` goes
+    to SB3's ``learn``. ``device`` ("cpu", "cuda", "auto") is where the agent's network trains (a 64x64 MLP is
+    fastest on the CPU). ``env_kwargs`` (checkpoint, rollouts, reward, observation, max_steps) go to the
+    environment.
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; valid: {sorted(ALGOS)}")
@@ -141,10 +205,12 @@ def train_rl_policy(
     )  # fmt: skip
     if tensorboard_log is None:
         model.set_logger(Logger(folder=None, output_formats=[]))  # SB3 would otherwise make an empty /tmp/SB3-* folder
+    if out is not None:
+        policy_spec(model.policy)  # a network that could not be saved is refused before the training, not after
     start = time.perf_counter()
     with torch_threads(1):  # a 64x64 MLP: threads only add overhead on CPU
         model.learn(total_timesteps, callback=callback, progress_bar=progress,
-                    tb_log_name=f"{algo}_cost{step_cost:g}_seed{seed}")  # fmt: skip
+                    tb_log_name=tensorboard_name(algo, step_cost, seed))  # fmt: skip
     seconds = round(time.perf_counter() - start, 2)
     policy = RLHaltingPolicy(model, algo=algo, step_cost=step_cost, seed=seed)
     if out is not None:
@@ -155,6 +221,11 @@ def train_rl_policy(
     return policy
 
 
+def tensorboard_name(algo: str, step_cost: float, seed: int) -> str:
+    """The run name of an agent's TensorBoard logs (SB3 appends ``_<N>``)."""
+    return f"{algo}_cost{step_cost:g}_seed{seed}"
+
+
 def _model_settings(settings: dict[str, Any], venv: Any) -> dict[str, Any]:
     """SB3 keyword arguments from our hyperparameters: ``step_onehot`` and ``learning_rate_end`` become the
     features extractor and a linear learning-rate schedule."""
@@ -162,10 +233,10 @@ def _model_settings(settings: dict[str, Any], venv: Any) -> dict[str, Any]:
     if "learning_rate_end" in settings:
         model["learning_rate"] = get_linear_fn(settings["learning_rate"], settings["learning_rate_end"], 1.0)
     if settings.get("step_onehot"):
-        table = venv.get_attr("rollouts")[0]
+        spec = venv.get_attr("table_spec")[0]  # the table, or a live env's TableSpec
         extractor = dict(features_extractor_class=StepOneHot,
-                         features_extractor_kwargs=dict(column=table.layout["step_fraction"].start,
-                                                        max_steps=table.max_steps))  # fmt: skip
+                         features_extractor_kwargs=dict(column=spec.layout["step_fraction"].start,
+                                                        max_steps=spec.max_steps))  # fmt: skip
         model["policy_kwargs"] = {**model.get("policy_kwargs", {}), **extractor}
     return model
 
@@ -181,17 +252,23 @@ def _describe(value: Any) -> Any:
 
 
 def save_rl_policy(policy: RLHaltingPolicy, out: str | Path, **meta: Any) -> Path:
-    """Save the SB3 zip and a JSON sidecar atomically (zip first; the sidecar marks the stage finished).
+    """Save an agent as ``agent_files(out)``: the weights (``.pt``), the SB3 zip export for RL Zoo and SB3 users
+    (``.zip``, only for an agent trained in this process) and the settings (``.json``), each atomically; the
+    settings come last and mark the agent complete. Returns the ``.pt`` path, which ``RLHaltingPolicy.load`` takes.
 
     ``meta`` must be JSON-serialisable (names and numbers, not objects): a ``TypeError`` says which is not.
     """
-    out = Path(out).with_suffix(".zip")
-    info = {"algo": policy.algo, "step_cost": policy.param, "seed": policy.seed, **meta}
+    weights, settings, export = agent_files(out)
+    info = {"algo": policy.algo, "step_cost": policy.param, "seed": policy.seed, **meta, "format": AGENT_FORMAT,
+            "policy": policy_spec(policy.policy)}  # fmt: skip
     try:
         json.dumps(info)
     except TypeError as exc:
         raise TypeError(f"save_rl_policy meta must be JSON-serialisable: {exc}") from exc
-    with atomic_path(out) as tmp:
-        policy.model.save(tmp)
-    write_json_atomic(out.with_suffix(".json"), info)
-    return out
+    with atomic_path(weights) as tmp:
+        torch.save(policy.policy.state_dict(), tmp)
+    if isinstance(policy.model, BaseAlgorithm):
+        with atomic_path(export) as tmp:
+            policy.model.save(tmp)
+    write_json_atomic(settings, info)
+    return weights

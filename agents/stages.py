@@ -1,7 +1,8 @@
 """The study's units of work, as plain functions of paths and settings (so any backend can run them).
 
 - ``train_trm_stage``: one TRM seed of a task, trained on its train split.
-- ``train_rl_stage``: one RL halting agent, trained on the halt split of one TRM's tables.
+- ``train_rl_stage``: one RL halting agent, trained on the halt split of one TRM's tables (``out`` is its ``.pt``;
+  its settings and SB3 export go beside it, see ``agents.rl.save_rl_policy``).
 - ``evaluate_stage``: one group of halting policies on one TRM's val and test tables: rules (and the
   task's privileged references), RL agents, or one learned family fitted on the halt split
   (``agents.learners``). It writes
@@ -15,6 +16,8 @@ gives the same bytes in this process or in a Ray worker.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from agents.curves import rule_policies
 from agents.evaluation import episode_columns, halting_steps
 from agents.learners import LEARNERS, fit_learners
 from agents.policies import HaltingPolicy, PrivilegedPolicy
-from agents.rl import RLHaltingPolicy, train_rl_policy
+from agents.rl import RLHaltingPolicy, tensorboard_name, train_rl_policy
 from trm_env.io import atomic_path
 from trm_env.model import torch_threads
 from trm_env.rollouts import Rollouts, simulate
@@ -53,11 +56,24 @@ def train_trm_stage(task: str, seed: int, config_path: Path, out_dir: Path) -> N
 
 def train_rl_stage(task: str, task_kwargs: dict[str, Any], checkpoint: Path, step_cost: float, seed: int,
                    settings: dict[str, Any], out: Path, tensorboard: Path | None = None) -> None:  # fmt: skip
-    """Train one RL agent on the halt split of ``checkpoint``'s table and save it to ``out``."""
+    """Train one RL agent on the halt split of ``checkpoint``'s table and save it to ``out``.
+
+    Its TensorBoard logs from an earlier try (``tensorboard/<name>_<N>``) are deleted first: a redone stage's
+    logs replace the old ones. ``tensorboard`` must be this stage's own folder (no other stage with its name)."""
+    if tensorboard is not None:
+        clear_tensorboard_runs(tensorboard, tensorboard_name(settings["algo"], step_cost, seed))
     with torch_threads(1):
         table = simulate(load_task(task, **task_kwargs), checkpoint, split="halt")
         train_rl_policy(task=task, rollouts=table, step_cost=step_cost, seed=seed, split="halt", out=out,
                         progress=False, tensorboard_log=tensorboard, **settings)  # fmt: skip
+
+
+def clear_tensorboard_runs(folder: Path, name: str) -> None:
+    """Delete SB3's TensorBoard run folders ``folder/<name>_<N>``."""
+    run = re.compile(re.escape(name) + r"_\d+")
+    for path in folder.glob("*") if folder.is_dir() else ():
+        if run.fullmatch(path.name) and path.is_dir():
+            shutil.rmtree(path)
 
 
 def _policies(group: str, task: Task, checkpoint: Path, tables: dict[str, Rollouts], settings: dict[str, Any],

@@ -39,7 +39,7 @@ def _run_stage(backend: Any, folder: Path, timesteps: int) -> None:
         for rl in RL_SEEDS:
             backend.submit(train_rl_stage, dict(task=TASK, task_kwargs={}, checkpoint=shipped_checkpoint(TASK, trm),
                                                 step_cost=0.01, seed=rl, settings=settings,
-                                                out=folder / f"trm{trm}_seed{rl}.zip"))  # fmt: skip
+                                                out=folder / f"trm{trm}_seed{rl}.pt"))  # fmt: skip
     _, failed = backend.gather()
     if failed is not None:
         raise failed

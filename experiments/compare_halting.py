@@ -1,6 +1,6 @@
 """Explore halting policies on one task and split: every rule family's sweep, fitted-Q, any trained RL agents.
 
-    python experiments/compare_halting.py --task regime-chain --rl runs/quick/rl/regime-chain/trm0/*.zip
+    python experiments/compare_halting.py --task regime-chain --rl runs/quick/rl/regime-chain/trm0/*.pt
     python experiments/compare_halting.py --task sp500 --split val --out runs/compare-sp500
     python experiments/compare_halting.py --task csv --path prices.csv --checkpoint runs/my-trm
 
@@ -30,7 +30,9 @@ from trm_env.tasks import SPLITS, TASK_NAMES, load_task, overrides_from_args
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="sp500", choices=TASK_NAMES)
-    parser.add_argument("--rl", nargs="*", type=Path, default=[], help="SB3 zips saved by train_agent.py / run.py")
+    parser.add_argument("--rl", nargs="*", type=Path, default=[],
+                        help="agents saved by train_agent.py / run.py: <name>.pt, with <name>.json beside it "
+                        "(SB3 zips are refused: loading one can run code stored in it)")  # fmt: skip
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--step-cost", type=float, default=DEFAULT_STEP_COST, help="evaluation step cost")
     parser.add_argument("--checkpoint", help="TRM checkpoint (default: the shipped one for the task)")

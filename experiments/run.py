@@ -8,10 +8,13 @@ The protocol, enforced here: the TRM trains on ``train``; every halting learner 
 trains on ``halt``, which the TRM never saw; every choice (each family's knob, the RL training cost, the
 fixed-depth reference) is made on ``val``; ``test`` only reports.
 
-Stages (each writes its artifact atomically with the key it was made under, ``<artifact>.key.json``;
-a rerun redoes exactly the stages whose key changed, ``--force`` redoes all; ``config.json`` comes last):
+Stages (each writes its artifact atomically, then the key it was made under, ``<artifact>.key.json``, as soon as
+it is done, on whichever backend; a rerun redoes exactly the stages whose key changed or is missing, so a killed
+run loses only the stages that were running; ``--force`` redoes all; ``config.json`` comes last):
 1. per task and TRM seed: the shipped checkpoint, or with ``--retrain`` a fresh one in ``trm/<task>/seed<k>/``;
-2. per task, TRM seed, RL training cost and RL seed: an agent trained on ``halt``: ``rl/<task>/trm<k>/*.zip``;
+2. per task, TRM seed, RL training cost and RL seed: an agent trained on ``halt``: ``rl/<task>/trm<k>/*.pt`` (its
+   weights) with its settings (``.json``) and an SB3 zip export beside it; TensorBoard logs in
+   ``tensorboard/<task>/trm<k>/`` (a redone agent's replace the old ones);
 3. per task, TRM seed and policy group: halting steps on val and test: ``episodes/<task>/trm<k>/<group>.npz``;
 4. the analysis: every point on val and test, each family's knob chosen on val;
 5. per task: every deployable val-chosen point run live (``agents.measure``): live equals the table on every
@@ -21,7 +24,8 @@ a rerun redoes exactly the stages whose key changed, ``--force`` redoes all; ``c
 
 Stages 1-3 (and 5) are independent tasks; by default they run on a local Ray with the machine's cores
 (``--backend ray``, measured faster than ``--backend serial`` for ``make run`` on 2 cores), or on a cluster with
-``--address``.
+``--address``. A run holds an exclusive lock on ``--out`` (``.run.lock``): a second run there stops at once,
+naming the first's PID. It starts by deleting the temp files that a killed run's atomic writes left under ``--out``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from agents.learners import GRIDS, LEARNERS, PONDER_VARIANTS
 from agents.measure import deployable_choices, live_stage
 from agents.report import add_compute, analyse, write_outputs
 from agents.rl import HYPERPARAMETERS, N_ENVS
+from agents.rundir import is_fresh, remove_temp_files, run_keyed, run_lock
 from agents.stages import evaluate_stage, train_rl_stage, train_trm_stage
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import write_json_atomic
@@ -130,14 +135,17 @@ class Run:
     """A run directory: stage keys, atomic artifacts, the log of what ran, and the backend that runs stages.
 
     Every stage records the key it was made under (the config entries it depends on and the digests
-    or keys of its inputs) in ``<artifact>.key.json``, written after the artifact; a stage is redone when its
-    key changed or the key file is missing. ``config.json`` is written last, when every stage is done.
+    or keys of its inputs) in ``<artifact>.key.json``, written by the stage itself right after the artifact
+    (``agents.rundir.run_keyed``); a stage is redone when its key changed or the key file is missing.
+    ``config.json`` is written last, when every stage is done. Make it with ``out``'s lock held (``run_lock``):
+    it deletes the temp files of interrupted writes there.
     """
 
     def __init__(self, out: Path, config: dict[str, Any], force: bool, backend: Any) -> None:
         self.out, self.config, self.force, self.backend = out, config, force, backend
         self.ran: list[str] = []
         self.pending: list[tuple[Any, ...]] = []
+        remove_temp_files(out)
         recorded = out / "config.json"
         if recorded.is_file() and not force:
             previous = json.loads(recorded.read_text())
@@ -148,46 +156,40 @@ class Run:
 
     def fresh(self, artifact: Path, key: dict[str, Any]) -> bool:
         """Whether ``artifact`` exists and was made under ``key`` (never with ``--force``)."""
-        key_file = artifact.with_name(f"{artifact.name}.key.json")
-        if self.force or not artifact.exists() or not key_file.is_file():
-            return False
-        return json.loads(key_file.read_text()) == json.loads(json.dumps(key))
+        return not self.force and is_fresh(artifact, key)
 
     def stage(self, name: str, artifact: Path, key: dict[str, Any], fn: Any, after: tuple[int | None, ...] = (),
               **kwargs: Any) -> int | None:  # fmt: skip
         """Plan ``fn(**kwargs)`` unless ``artifact`` is fresh under ``key``: a handle for ``after``, or None.
 
-        Planned stages run at the next ``flush``, after the stages named in ``after``; a stage's key is recorded
-        once it is done."""
+        Planned stages run at the next ``flush``, after the stages named in ``after``; each records its key as
+        soon as its artifact is written."""
         if self.fresh(artifact, key):
             return None
         self.pending.append((name, artifact, key, fn, kwargs, tuple(a for a in after if a is not None)))
         return len(self.pending) - 1
 
-    def _progress(self, tag: tuple[str, Path, dict[str, Any]], seconds: float) -> None:
-        """One stage finished: the bar moves on and names it with its wall time (since submission on Ray)."""
+    def _progress(self, name: str, seconds: float) -> None:
+        """One stage finished (its key already on disk): log it; the bar names it with its wall time (since
+        submission on Ray)."""
+        self.ran.append(name)
         self.bar.update(1)
-        self.bar.set_postfix_str(f"{tag[0]} {seconds:.1f} s")
-
-    def _record(self, done: list[tuple[str, Path, dict[str, Any]]]) -> None:
-        for name, artifact, key in done:
-            write_json_atomic(artifact.with_name(f"{artifact.name}.key.json"), key)
-            self.ran.append(name)
+        self.bar.set_postfix_str(f"{name} {seconds:.1f} s")
 
     def flush(self) -> None:
-        """Run every planned stage on the backend; record the finished ones; raise the first failure."""
+        """Run every planned stage on the backend and raise the first failure.
+
+        Each stage writes its own key as it finishes (``run_keyed``), in whichever process runs it, so nothing is
+        left to record here: an error, a Ctrl-C or a kill, while submitting or gathering, keeps every finished
+        stage."""
         pending, self.pending = self.pending, []
         self.bar.total += len(pending)
         self.bar.refresh()
         jobs: list[Any] = []
-        try:
-            for name, artifact, key, fn, kwargs, after in pending:
-                jobs.append(self.backend.submit(fn, kwargs, tuple(jobs[a] for a in after), (name, artifact, key)))
-        except BaseException:
-            self._record(self.backend.gather()[0])
-            raise
-        done, failed = self.backend.gather()
-        self._record(done)
+        for name, artifact, key, fn, kwargs, after in pending:
+            job = dict(fn=fn, kwargs=kwargs, artifact=artifact, key=key)
+            jobs.append(self.backend.submit(run_keyed, job, tuple(jobs[a] for a in after), name))
+        failed = self.backend.gather()[1]
         if failed is not None:
             raise failed
 
@@ -210,14 +212,14 @@ class Run:
         paths, keys, jobs = [], [], []
         for cost in c["step_costs"]:
             for rl_seed in c["rl_seeds"]:
-                path = self.out / "rl" / task / f"trm{seed}" / f"{c['algo']}_cost{cost:g}_seed{rl_seed}.zip"
+                path = self.out / "rl" / task / f"trm{seed}" / f"{c['algo']}_cost{cost:g}_seed{rl_seed}.pt"
                 key = {"stage": "rl", "task": task, "task_kwargs": self._task_kwargs(task),
                        "checkpoint": sha256_file(checkpoint / "model.pt"), "cost": cost, "seed": rl_seed, **settings,
                        "defaults": HYPERPARAMETERS[c["algo"]]}  # fmt: skip
                 jobs.append(self.stage(f"rl/{task}/trm{seed}/{path.stem}", path, key, train_rl_stage, task=task,
                                        task_kwargs=self._task_kwargs(task), checkpoint=checkpoint, step_cost=cost,
                                        seed=rl_seed, settings=settings, out=path,
-                                       tensorboard=self.out / "tensorboard"))  # fmt: skip
+                                       tensorboard=self.out / "tensorboard" / task / f"trm{seed}"))  # fmt: skip
                 paths.append(path)
                 keys.append(key)
         return paths, keys, jobs
@@ -281,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, help="with --backend ray and no address: CPUs of the local Ray")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.retrain)
-    backend = make_backend(args.backend, args.address, args.num_cpus)
-    try:
-        return _main(Run(args.out or Path("runs") / config["name"], config, args.force, backend))
-    finally:
-        backend.close()
+    out = args.out or Path("runs") / config["name"]
+    with run_lock(out):
+        backend = make_backend(args.backend, args.address, args.num_cpus)
+        try:
+            return _main(Run(out, config, args.force, backend))
+        finally:
+            backend.close()
 
 
 def _main(run: Run) -> int:

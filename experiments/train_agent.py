@@ -8,6 +8,8 @@ Any other ``--name value`` flag is a ``load_task`` override of the task (``--pat
 
 The agent trains on the halt split (``--split``) and is evaluated on every test sample, next to
 the supervised halt head (threshold 0.5) and the oracle, under the environment's default step cost.
+It is saved as ``<out>.pt`` (weights) and ``<out>.json`` (settings), which ``RLHaltingPolicy.load`` and
+``compare_halting.py --rl`` take, and ``<out>.zip``, an SB3 export for RL Zoo and SB3 (never loaded here).
 TensorBoard logs go to ``<out>_tensorboard/``.
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from agents import HaltHeadPolicy, OraclePolicy, curve_from_episodes, evaluate_policies, train_rl_policy
+from agents.rl import agent_files
 from trm_env.tasks import SPLITS, TASK_NAMES, load_task, overrides_from_args
 
 
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="halt", choices=SPLITS, help="training split (default: halt)")
     parser.add_argument("--checkpoint", help="TRM checkpoint (default: the shipped one for the task)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the agent trains")
-    parser.add_argument("--out", type=Path, help="where to save the SB3 zip (default runs/agents/<task>_<algo>)")
+    parser.add_argument("--out", type=Path, help="where to save the agent, <out>.pt/.json/.zip "
+                        "(default runs/agents/<task>_<algo>_cost<c>_seed<s>)")
     args, extra = parser.parse_known_args(argv)
     task = load_task(args.task, **overrides_from_args(extra))
     out = args.out or Path("runs") / "agents" / f"{args.task}_{args.algo}_cost{args.step_cost:g}_seed{args.seed}"
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     curves = curve_from_episodes(episodes)
     columns = ["policy", "param", "mean_steps", "accuracy", "mean_pnl", "profit_weighted_ce", "mean_return"]
     with pd.option_context("display.width", 160):
-        print(f"saved {out.with_suffix('.zip')}\n")
+        print(f"saved {agent_files(out)[0]} (and its .json settings, .zip SB3 export)\n")
         print(curves[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 

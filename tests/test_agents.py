@@ -1,15 +1,13 @@
-"""Halting policies, evaluation, halting curves, summaries and RL training/loading (agents/)."""
+"""Halting policies, evaluation, halting curves and summaries (agents/); RL agents are in test_rl.py."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import agents
 from agents import (
@@ -31,7 +29,6 @@ from agents import (
 from agents.curves import CURVE_COLUMNS, default_points, paired_difference, rule_policies, versus_band
 from agents.curves import _area as area
 from agents.evaluation import EPISODE_COLUMNS
-from agents.rl import StepOneHot, save_rl_policy
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.model import TinyRecursiveModel
 from trm_env.rollouts import shipped_checkpoint, simulate
@@ -451,114 +448,3 @@ def test_area_under_the_accuracy_curve() -> None:
     peak = pd.DataFrame({"mean_steps": [3.0], "accuracy": [1.0]})
     assert area(peak, anchors) == pytest.approx(((0.2 + 1.0) / 2 * 2 + (1.0 + 0.6) / 2 * 2) / 4, abs=1e-3)
     assert math.isnan(area(peak, anchors.iloc[:1]))
-
-
-# ---- RL training, saving and loading -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def saved_rl(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RLHaltingPolicy, Path]]:
-    folder = tmp_path_factory.mktemp("rl")
-    out = {}
-    for algo, steps in (("ppo", 1024), ("dqn", 1500)):
-        path = folder / f"{algo}_agent.zip"
-        policy = train_rl_policy(task="regime-chain", algo=algo, step_cost=0.02, total_timesteps=steps, seed=3,
-                                 n_envs=8, split="test", progress=False, out=path)  # fmt: skip
-        out[algo] = (policy, path)
-    return out
-
-
-@pytest.mark.parametrize("algo", ["ppo", "dqn"])
-def test_rl_load_round_trip(algo: str, saved_rl: dict[str, tuple[RLHaltingPolicy, Path]]) -> None:
-    policy, path = saved_rl[algo]
-    assert path.is_file() and path.with_suffix(".json").is_file()
-    meta = json.loads(path.with_suffix(".json").read_text())
-    assert (meta["algo"], meta["step_cost"], meta["seed"]) == (algo, 0.02, 3)
-    loaded = RLHaltingPolicy.load(path)
-    assert (loaded.name, loaded.param, loaded.seed, loaded.algo) == (f"rl_{algo}", 0.02, 3, algo)
-    obs = simulate("regime-chain").observations["summary"].reshape(-1, DIM)[:4000]
-    actions = policy.act(obs)
-    assert actions.dtype == np.int64 and set(np.unique(actions)) <= {0, 1}
-    assert np.array_equal(loaded.act(obs), actions)
-    pd.testing.assert_frame_equal(evaluate(loaded, task="regime-chain"), evaluate(policy, task="regime-chain"))
-
-
-def test_step_onehot_round_trip(tmp_path: Path) -> None:
-    """step_onehot=True puts StepOneHot in the policy; the saved agent needs nothing else to act alike."""
-    path = tmp_path / "onehot.zip"
-    policy = train_rl_policy(task="regime-chain", total_timesteps=256, n_envs=4, split="test", progress=False,
-                             out=path, hyperparameters={"step_onehot": True})  # fmt: skip
-    extractor = policy.model.policy.features_extractor
-    assert isinstance(extractor, StepOneHot) and (extractor.column, extractor.max_steps) == (11, 16)
-    flat = simulate("regime-chain").observations["summary"][:5].reshape(-1, DIM)  # (5 samples x 16 steps, DIM)
-    features = extractor(torch.as_tensor(flat)).numpy()
-    np.testing.assert_array_equal(features[:, DIM:], np.tile(np.eye(16, dtype=np.float32), (5, 1)))
-    assert json.loads(path.with_suffix(".json").read_text())["hyperparameters"]["step_onehot"] is True
-    loaded = RLHaltingPolicy.load(path)
-    assert isinstance(loaded.model.policy.features_extractor, StepOneHot)
-    assert np.array_equal(loaded.act(flat), policy.act(flat))
-
-
-def test_learning_rate_end_decays_linearly() -> None:
-    """learning_rate_end turns the learning rate into a linear schedule from learning_rate to it."""
-    policy = train_rl_policy(task="regime-chain", total_timesteps=64, n_envs=4, split="test", progress=False,
-                             hyperparameters={"learning_rate": 1e-3, "learning_rate_end": 0.0})  # fmt: skip
-    schedule = policy.model.lr_schedule
-    assert schedule(1.0) == pytest.approx(1e-3) and schedule(0.5) == pytest.approx(5e-4) and schedule(0.0) == 0.0
-
-
-def _copy_agent(source: Path, folder: Path) -> Path:
-    folder.mkdir()
-    target = folder / source.name
-    target.write_bytes(source.read_bytes())
-    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
-    return target
-
-
-def test_rl_load_bad_files(saved_rl: dict[str, tuple[RLHaltingPolicy, Path]], tmp_path: Path) -> None:
-    _, source = saved_rl["ppo"]
-    truncated = _copy_agent(source, tmp_path / "truncated")
-    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    with pytest.raises(ValueError, match="corrupt"):
-        RLHaltingPolicy.load(truncated)
-    garbage = _copy_agent(source, tmp_path / "garbage")
-    garbage.write_bytes(b"not a zip at all")
-    with pytest.raises(ValueError, match="corrupt"):
-        RLHaltingPolicy.load(garbage)
-    no_sidecar = _copy_agent(source, tmp_path / "no_sidecar")
-    no_sidecar.with_suffix(".json").unlink()
-    with pytest.raises(ValueError, match="json"):
-        RLHaltingPolicy.load(no_sidecar)
-    with pytest.raises(ValueError):
-        RLHaltingPolicy.load(tmp_path / "missing.zip")
-    bad_algo = _copy_agent(source, tmp_path / "bad_algo")
-    meta = json.loads(bad_algo.with_suffix(".json").read_text())
-    bad_algo.with_suffix(".json").write_text(json.dumps({**meta, "algo": "a2c"}))
-    with pytest.raises(ValueError, match="unknown algo"):
-        RLHaltingPolicy.load(bad_algo)
-
-
-def test_sidecar_names_the_task_not_its_arrays(saved_rl: dict[str, tuple[RLHaltingPolicy, Path]],
-                                               tmp_path: Path) -> None:  # fmt: skip
-    """Defect 8: a Task passed as meta is refused; train_rl_policy records the task by name."""
-    policy, path = saved_rl["ppo"]
-    assert json.loads(path.with_suffix(".json").read_text())["task"] == "regime-chain"
-    with pytest.raises(TypeError, match="JSON-serialisable"):
-        save_rl_policy(policy, tmp_path / "agent.zip", task=load_task("regime-chain"))
-    assert not (tmp_path / "agent.zip").exists()
-    task = load_task("regime-chain")
-    trained = train_rl_policy(task=task, total_timesteps=64, n_envs=4, split="test", progress=False,
-                              out=tmp_path / "from_task.zip")  # fmt: skip
-    sidecar = (tmp_path / "from_task.json").read_text()
-    assert json.loads(sidecar)["task"] == "regime-chain" and len(sidecar) < 1000 and trained.name == "rl_ppo"
-
-
-def test_train_rl_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown algo"):
-        train_rl_policy(task="regime-chain", algo="a2c", total_timesteps=64, progress=False, out=tmp_path / "a.zip")
-    with pytest.raises(ValueError, match="step_cost"):
-        train_rl_policy(task="regime-chain", step_cost=-0.01, total_timesteps=64, progress=False,
-                        out=tmp_path / "b.zip")  # fmt: skip
-    with pytest.raises(ValueError, match="step_cost"):
-        train_rl_policy(task="regime-chain", step_cost=float("nan"), total_timesteps=64, progress=False)
-    assert not any(tmp_path.iterdir())  # refused before any work

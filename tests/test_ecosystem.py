@@ -127,7 +127,7 @@ def test_own_prices_end_to_end(prices: Path, tmp_path: Path, capsys: pytest.Capt
     _script("train_agent").main(["--task", "csv", "--path", str(prices), "--checkpoint", str(trm), "--timesteps",
                                  "256", "--n-envs", "4", "--out", str(agent)])  # fmt: skip
     _script("compare_halting").main(["--task", "csv", "--path", str(prices), "--checkpoint", str(trm), "--rl",
-                                     str(agent.with_suffix(".zip")), "--out", str(tmp_path / "compare")])  # fmt: skip
+                                     str(agent.with_suffix(".pt")), "--out", str(tmp_path / "compare")])  # fmt: skip
     assert "rl_ppo" in set(pd.read_csv(tmp_path / "compare" / "summary.csv")["policy"])
     config = tmp_path / "study.json"
     config.write_text(json.dumps({"tasks": ["csv"], "trm_seeds": [0], "task_kwargs": {"csv": {"path": str(prices)}},

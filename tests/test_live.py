@@ -290,3 +290,9 @@ def test_live_env_refuses_a_table() -> None:
         gym.make(REGISTERED[0], live=True, rollouts=simulate("sp500"))
     with pytest.raises(ValueError, match="live must be True or False"):
         gym.make(REGISTERED[0], live="yes")
+
+
+def test_ppo_trains_on_the_live_env() -> None:
+    """The live SB3 env serves RL training as the table's does (the StepOneHot extractor reads its TableSpec)."""
+    policy = train_rl_policy(task="regime-chain", total_timesteps=512, n_envs=8, progress=False, live=True)
+    assert policy.name == "rl_ppo" and evaluate(policy, "regime-chain")["halt_step"].between(1, 16).all()

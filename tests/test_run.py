@@ -3,12 +3,15 @@ bad input, failed stages, and the notebook executed against the tiny run."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -21,7 +24,9 @@ from scipy import stats
 from agents.evaluation import EPISODE_COLUMNS
 from agents.measure import TIMED
 from agents.rl import RLHaltingPolicy
+from agents.rundir import LOCK_NAME, run_lock
 from agents.study import CURVE_COLUMNS, SUMMARY_COLUMNS
+from trm_env.io import atomic_dir, atomic_path
 from trm_env.model import TinyRecursiveModel
 from trm_env.rollouts import shipped_checkpoint
 
@@ -39,6 +44,7 @@ GROUPS = ("rules", "rl", "fitted_q", "continuation_head")
 SERIAL = ("--backend", "serial")  # run.py defaults to Ray (faster for the real configs); tiny runs need no start-up
 PER_SEED = 1 + len(GROUPS)  # per TRM seed: one RL agent and its evaluation groups
 STAGES = 2 * PER_SEED + 1  # and the task's live stage
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # a subprocess runs this checkout's code
 
 
 def assert_same_summary(run: Path, other: Path) -> None:
@@ -66,8 +72,8 @@ def _config(folder: Path, **overrides: object) -> Path:
     return path
 
 
-def _rl_zip(out: Path, seed: int = 0) -> Path:
-    (path,) = sorted((out / "rl" / TASK / f"trm{seed}").glob("*.zip"))
+def _rl_agent(out: Path, seed: int = 0) -> Path:
+    (path,) = sorted((out / "rl" / TASK / f"trm{seed}").glob("*.pt"))
     return path
 
 
@@ -105,7 +111,7 @@ def test_tiny_run_writes_every_artifact(tiny_run: Path) -> None:
         assert path.is_file() and path.stat().st_size > 0, name
     for name in PLOTS:
         assert (tiny_run / f"{TASK}_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    agent = _rl_zip(tiny_run)
+    agent = _rl_agent(tiny_run)
     assert agent.with_suffix(".json").is_file() and RLHaltingPolicy.load(agent).name == "rl_ppo"
     assert json.loads(agent.with_suffix(".json").read_text())["split"] == "halt"
     assert not list(tiny_run.rglob(".*.tmp*")), "atomic writes left temp files behind"
@@ -187,7 +193,7 @@ def test_report_gives_the_difficulty_spearman_of_each_halting_family(tiny_run: P
 
 def test_resume_skips_finished_stages(tiny_run: Path, run_module: ModuleType,
                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    agent, stage = _rl_zip(tiny_run), tiny_run / "episodes" / TASK / "trm0" / "rl.npz"
+    agent, stage = _rl_agent(tiny_run), tiny_run / "episodes" / TASK / "trm0" / "rl.npz"
     before = {path: path.stat().st_mtime_ns for path in (agent, agent.with_suffix(".json"), stage)}
     out = _main(run_module, capsys, "--config", str(_config(tiny_run.parent)), "--out", str(tiny_run))
     assert "stages run now: 0" in out
@@ -197,13 +203,15 @@ def test_resume_skips_finished_stages(tiny_run: Path, run_module: ModuleType,
 def test_force_redoes_stages(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     out = _copy(tiny_run, tmp_path)
-    agent, stage = _rl_zip(out), out / "episodes" / TASK / "trm1" / "rules.npz"
+    agent, stage = _rl_agent(out), out / "episodes" / TASK / "trm1" / "rules.npz"
     for path in (agent, stage):
         os.utime(path, ns=(10**9, 10**9))  # 1970: any rewrite shows
     assert f"stages run now: {STAGES}" in _main(run_module, capsys, "--config", str(_config(tmp_path)), "--out",
                                                   str(out), "--force")  # fmt: skip
     assert agent.stat().st_mtime_ns != 10**9 and stage.stat().st_mtime_ns != 10**9
     assert RLHaltingPolicy.load(agent).name == "rl_ppo"
+    for seed in (0, 1):  # a redone agent's TensorBoard logs replace the old ones
+        assert [p.name for p in (out / "tensorboard" / TASK / f"trm{seed}").iterdir()] == ["ppo_cost0.01_seed0_1"]
 
 
 def _boom(*args: object, **kwargs: object) -> None:
@@ -213,7 +221,7 @@ def _boom(*args: object, **kwargs: object) -> None:
 def test_failed_stage_keeps_finished_artifacts(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     out = _copy(tiny_run, tmp_path)
-    agent = _rl_zip(out)
+    agent = _rl_agent(out)
     saved = {path: path.read_bytes() for path in (agent, agent.with_suffix(".json"), out / "summary.csv")}
     monkeypatch.setattr(run_module, "train_rl_stage", _boom)
     with pytest.raises(RuntimeError, match="stage failed"):
@@ -247,13 +255,15 @@ def test_interrupted_forced_run_leaves_no_stale_stage(tiny_run: Path, run_module
     with pytest.raises(RuntimeError, match="stage failed"):
         run_module.main([*changed, "--force"])
     monkeypatch.undo()
-    agent = _rl_zip(out)
+    agent = _rl_agent(out)
     assert _key(agent)["total_timesteps"] == 512
     with pytest.raises(ValueError, match="different config"):
         run_module.main(changed)
     (tmp_path / "old").mkdir()
     text = _main(run_module, capsys, "--config", str(_config(tmp_path / "old")), "--out", str(out))
-    assert "stages run now: 2" in text  # both RL agents; the evaluations were made under the old keys, untouched
+    # both RL agents, and the evaluation that had started when the run died (a stage's key goes when it starts);
+    # the other evaluations were made under the old keys, untouched
+    assert "stages run now: 3" in text
     assert _key(agent)["total_timesteps"] == 1024
     assert [key["total_timesteps"] for key in _key(out / "episodes" / TASK / "trm0" / "rl.npz")["rl"]] == [1024]
 
@@ -341,8 +351,8 @@ def test_ray_backend_gives_the_same_bytes_as_serial(tiny_run: Path, run_module: 
         assert (out / name).read_bytes() == (tiny_run / name).read_bytes(), name
     assert_same_summary(out, tiny_run)
     for seed in (0, 1):
-        ours, theirs = RLHaltingPolicy.load(_rl_zip(out, seed)), RLHaltingPolicy.load(_rl_zip(tiny_run, seed))
-        for a, b in zip(ours.model.policy.parameters(), theirs.model.policy.parameters(), strict=True):
+        ours, theirs = RLHaltingPolicy.load(_rl_agent(out, seed)), RLHaltingPolicy.load(_rl_agent(tiny_run, seed))
+        for a, b in zip(ours.policy.parameters(), theirs.policy.parameters(), strict=True):
             assert torch.equal(a, b)
         for group in GROUPS:
             path = Path("episodes") / TASK / f"trm{seed}" / f"{group}.npz"
@@ -350,9 +360,103 @@ def test_ray_backend_gives_the_same_bytes_as_serial(tiny_run: Path, run_module: 
                 assert all(np.array_equal(a[k], b[k]) for k in a.files), path
 
 
+# ---- a killed run, the lock, the leftovers -----------------------------------------------------------------
+
+# experiments/run.py, except that the RL agent of TRM seed 1 stalls once started (as a long training would), so the
+# test can kill the run while that stage runs and after the first agent is done, whatever the machine's speed
+STALLING_RUN = f"""
+import runpy, sys, time
+from pathlib import Path
+import agents.stages
+
+STARTED, real = Path(sys.argv[1]), agents.stages.train_rl_stage
+
+def stalling_rl_stage(**kwargs):
+    if kwargs["out"].parent.name == "trm1":
+        STARTED.touch()
+        time.sleep(600)
+    real(**kwargs)
+
+agents.stages.train_rl_stage = stalling_rl_stage
+sys.argv = [sys.argv[0], *sys.argv[2:]]
+runpy.run_path({str(EXPERIMENTS / "run.py")!r}, run_name="__main__")
+"""
+
+
+def _stages(out: Path) -> dict[str, Path]:
+    """The tiny run's stages, by the name run.py gives them, and their artifacts."""
+    agents = {f"rl/{TASK}/trm{s}/ppo_cost0.01_seed0": out / "rl" / TASK / f"trm{s}" / "ppo_cost0.01_seed0.pt"
+              for s in (0, 1)}  # fmt: skip
+    return {**agents, **{f"episodes/{TASK}/trm{s}/{g}": out / "episodes" / TASK / f"trm{s}" / f"{g}.npz"
+                         for s in (0, 1) for g in GROUPS}}  # fmt: skip
+
+
+def _kill_during_second_agent(tmp_path: Path, backend: tuple[str, ...]) -> Path:
+    """Start a tiny run in a subprocess; SIGKILL its whole process group once the first RL agent's key is on disk
+    and the second agent's stage has started."""
+    out, started, script = tmp_path / "run", tmp_path / "started", tmp_path / "stalling_run.py"
+    script.write_text(STALLING_RUN)
+    first = _stages(out)[f"rl/{TASK}/trm0/ppo_cost0.01_seed0"]
+    command = [sys.executable, str(script), str(started), "--config", str(_config(tmp_path)), "--out", str(out),
+               *backend]  # fmt: skip
+    child = subprocess.Popen(command, cwd=ROOT, env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (started.exists() and first.with_name(f"{first.name}.key.json").exists()):
+            assert child.poll() is None, child.communicate()[1][-3000:].decode()
+            assert time.monotonic() < deadline, "no key for the first RL agent while the second one ran"
+            time.sleep(0.01)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+    return out
+
+
+@pytest.mark.parametrize("backend", [pytest.param(SERIAL, id="serial"),
+                                     pytest.param(("--backend", "ray", "--num-cpus", "2"), id="ray",
+                                                  marks=pytest.mark.slow)])  # Ray: about 30 s  # fmt: skip
+def test_a_killed_run_resumes_where_it_died(backend: tuple[str, ...], tiny_run: Path, run_module: ModuleType,
+                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """SIGKILL in the middle of the RL stage: the rerun redoes exactly the stages without a key file (the
+    second agent at least; the first agent and any other finished stage are kept untouched), removes the temp
+    files left behind, and gives the same bytes as an uninterrupted run."""
+    out = _kill_during_second_agent(tmp_path, backend)
+    stages = _stages(out)
+    finished = {name: path.stat().st_mtime_ns for name, path in stages.items()
+                if path.with_name(f"{path.name}.key.json").is_file()}  # fmt: skip
+    assert f"rl/{TASK}/trm0/ppo_cost0.01_seed0" in finished and f"rl/{TASK}/trm1/ppo_cost0.01_seed0" not in finished
+    writes = [atomic_path(out / "summary.csv"), atomic_dir(out / "rl" / TASK / "trm1" / "table")]
+    temps = [write.__enter__() for write in writes]  # writes a kill interrupted, under atomic_*'s temp names
+    (temps[1] / "part.npy").write_bytes(b"x")
+    text = _main(run_module, capsys, "--config", str(_config(tmp_path)), "--out", str(out))
+    assert f"stages run now: {len(stages) - len(finished) + 1}" in text  # + the live stage, after the analysis
+    assert {name: stages[name].stat().st_mtime_ns for name in finished} == finished
+    for name in ("curves.csv", "episodes.csv"):
+        assert (out / name).read_bytes() == (tiny_run / name).read_bytes(), name
+    assert_same_summary(out, tiny_run)
+    assert not any(temp.exists() for temp in temps) and not list(out.rglob(".*.tmp*"))
+    for seed in (0, 1):
+        assert [p.name for p in (out / "tensorboard" / TASK / f"trm{seed}").iterdir()] == ["ppo_cost0.01_seed0_1"]
+
+
+def test_a_second_run_on_the_same_out_stops_at_once(tiny_run: Path, run_module: ModuleType, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    out = _copy(tiny_run, tmp_path)
+    lock = out / LOCK_NAME
+    assert lock.read_text().strip().isdigit()  # the tiny run's PID: it wrote it once it held the lock
+    monkeypatch.setattr(run_module, "train_rl_stage", _boom)
+    monkeypatch.setattr(run_module, "evaluate_stage", _boom)
+    with run_lock(out):  # this process holds it, as a running run.py would
+        with pytest.raises(ValueError, match=rf"{out} is in use by another run \(PID {os.getpid()}, lock "):
+            run_module.main(["--config", str(_config(tmp_path)), "--out", str(out), "--force", *SERIAL])
+    with open(lock) as handle:  # released: the tiny run's, and ours
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def test_help_exits_zero() -> None:
     result = subprocess.run([sys.executable, str(EXPERIMENTS / "run.py"), "--help"], capture_output=True, text=True,
-                            timeout=120, cwd=ROOT)  # fmt: skip
+                            timeout=120, cwd=ROOT, env=CHILD_ENV)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "--force" in result.stdout and "--config" in result.stdout
 
