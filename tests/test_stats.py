@@ -144,6 +144,18 @@ def test_draws_interval_by_hand() -> None:
     assert found == draws.interval(values[:, 0])  # (T, N) and (T, 1, N) alike
     with pytest.raises(ValueError, match="values must be"):
         draws.interval(values[0, 0])
+    blocks = Draws(trm=np.ones((2, 2)), samples=np.array([[2.0, 0.0], [0.0, 2.0]]), seed=0, block=2)
+    assert blocks.shared_df == 1 and Draws.make(2, 100, n_resamples=10).shared_df == 99
+    assert Draws.make(2, 100, n_resamples=10, block=7).shared_df == 14  # 15 blocks, the last one short
+
+
+def test_shared_df_follows_the_blocks() -> None:
+    """Shared noise only (seeds agree): df = blocks - 1, so the interval of 100 samples in blocks of 10 uses t(9)."""
+    rng = np.random.default_rng(0)
+    values = np.broadcast_to(rng.standard_normal(100), (3, 1, 100))
+    found = Draws.make(3, 100, n_resamples=300, seed=0, block=10).interval(values)
+    assert found.df == pytest.approx(9.0)
+    assert found.high - found.estimate == pytest.approx(2.2621571627982053 * found.se)  # t(0.975, 9)
 
 
 def test_difference_is_paired() -> None:
@@ -170,7 +182,7 @@ def test_fieller_interval_by_hand() -> None:
     assert wide[1] - wide[0] > high - low
     narrow = fieller_interval(num, den, np.zeros((2, 2)), level=0.9)
     assert low < narrow[0] < narrow[1] < high
-    assert np.isnan(fieller_interval(num, den - 1.1, np.zeros((2, 2)))).all()  # reference gain not above 0
+    assert np.isnan(fieller_interval(num, den - 1.0, np.zeros((2, 2)))).all()  # reference gain 0.1 +- 0.07: unbounded
 
 
 def test_ratio_interval_from_draws() -> None:
@@ -180,3 +192,16 @@ def test_ratio_interval_from_draws() -> None:
     assert draws.ratio_interval(den, den) == pytest.approx((1.0, 1.0))  # the oracle's share of its own gain
     low, high = draws.ratio_interval(0.5 * den + 0.2 * rng.standard_normal((5, 300)), den)
     assert 0.35 < low < 0.5 < high < 0.65
+
+
+def test_ratio_interval_sees_the_shared_sample_noise() -> None:
+    """Five identical seeds: all uncertainty comes from the samples they share, exactly as with one seed.
+    num - 0.5 den = 0.3 u (u standard normal): a half-width near 1.97 * 0.3 / sqrt(300) / mean(den)."""
+    rng = np.random.default_rng(2)
+    den = 1.0 + rng.standard_normal(300)
+    num = 0.5 * den + 0.3 * rng.standard_normal(300)
+    five, one = (Draws.make(t, 300, n_resamples=2000, seed=0) for t in (5, 1))
+    low, high = five.ratio_interval(np.tile(num, (5, 1)), np.tile(den, (5, 1)))
+    assert (low, high) == pytest.approx(one.ratio_interval(num[None], den[None]))
+    assert (high - low) / 2 == pytest.approx(1.97 * 0.3 / np.sqrt(300) / den.mean(), rel=0.15)
+    assert low < num.mean() / den.mean() < high

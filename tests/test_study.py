@@ -100,6 +100,22 @@ def test_verdict_and_oracle_split(study: tuple[Results, dict[str, Draws]]) -> No
     assert split["oracle"] - split["depth_1"] == pytest.approx(split["systematic"] + split["per_sample"])
 
 
+def test_no_attainable_share_without_a_significant_fitted_q_gain() -> None:
+    """fitted_q thinking to K like the reference but on one sample: its gain is not significant, a share of it
+    means nothing (NaN)."""
+    results = _results()
+    steps = np.where(np.arange(N) == 0, 1, K)
+    for seed in (0, 1):
+        for split in ("val", "test"):
+            results.add(seed, split, {"policy": "fitted_q", "param": 0.0, "seed": 0}, steps)
+    draws = {split: Draws.make(2, N, n_resamples=300, seed=0) for split in ("val", "test")}
+    summary = summarize(results, choose(curves(results, draws)), draws["test"])
+    columns = ["attainable_gain_share", "attainable_gain_share_lo", "attainable_gain_share_hi"]
+    fitted = summary.set_index("policy").loc["fitted_q"]
+    assert fitted["gain"] > 0 and fitted["gain_lo"] < 0 < fitted["gain_hi"]
+    assert summary[columns].isna().all().all() and summary["oracle_gain_share"].notna().all()
+
+
 def test_missing_seeds_are_refused() -> None:
     results = _results()
     results.add(0, "val", {"policy": "rl_ppo", "param": 0.01, "seed": 0}, np.ones(N, dtype=int))
@@ -127,6 +143,11 @@ def test_every_printed_interval_is_the_calibrated_one(study: tuple[Results, dict
     line, paired = verdict(results, chosen, draws["test"], "fitted_q", "halt_head"), draws["test"].difference(
         fitted, head)  # fmt: skip
     assert (line["low"], line["high"], line["df"]) == pytest.approx((paired.low, paired.high, paired.df))
+    oracle = results.arrays(results.point("test", "oracle", pick["oracle"]))["episode_return"]
+    gains = [family.mean(axis=1) - fixed.mean(axis=1) for family in (fitted, oracle)]
+    share = draws["test"].ratio_interval(*gains)
+    assert (summary.loc["fitted_q", "oracle_gain_share_lo"], summary.loc["fitted_q", "oracle_gain_share_hi"]) == (
+        pytest.approx(share))  # fmt: skip
 
 
 def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws]]) -> None:
@@ -136,6 +157,8 @@ def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws
     chosen = choose(curve)
     summary = summarize(results, chosen, draws["test"])
     verdicts = [verdict(results, chosen, draws["test"], "fitted_q", "halt_head")]
+    verdicts.append({**verdicts[0], "share_draws_a_above_b": 0.4, "poi_runs": 0.67, "poi_runs_lo": 0.33,
+                     "poi_runs_hi": 1.0, "low": -0.1, "high": 0.2, "df": 3.25})  # each number its own value
     analysis = TaskAnalysis("hand", curve, chosen, summary, pd.DataFrame(), verdicts, oracle_split(curve),
                             {"test": 1}, np.array([0.5, 0.5]))  # fmt: skip
     lines = _lines(analysis)
@@ -144,6 +167,10 @@ def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws
             f"[{v['low']:+.4f}, {v['high']:+.4f}] (t, df {v['df']:.1f}) (higher); descriptive: 100% of bootstrap "
             "draws have fitted_q above halt_head, and rliable's run-level P(fitted_q > halt_head) over pairs of runs "
             "within a TRM seed is 1.00 [1.00, 1.00]") in lines  # fmt: skip
+    assert ("[hand] fitted_q minus halt_head (val-chosen points) in test mean return: "
+            f"{v['difference']:+.4f}, 95% CI [-0.1000, +0.2000] (t, df 3.2) (no significant difference); descriptive: "
+            "40% of bootstrap draws have fitted_q above halt_head, and rliable's run-level P(fitted_q > halt_head) "
+            "over pairs of runs within a TRM seed is 0.67 [0.33, 1.00]") in lines  # fmt: skip
     head = summary.set_index("policy").loc["halt_head"]
     assert ("[hand] halt_head captures 0.0% [0.0%, 0.0%] of the oracle's gain and 0.0% [0.0%, 0.0%] of "
             "fitted_q's (95% CIs, Fieller)") in lines and head["oracle_gain_share"] == 0.0  # fmt: skip
