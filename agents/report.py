@@ -27,8 +27,10 @@ __all__ = ["PROTOCOL", "Analysis", "analyse", "markdown_table", "write_outputs"]
 PROTOCOL = (
     "Protocol: the TRM trains on `train`; every halting learner (RL, fitted-Q) trains on `halt`, which the "
     "TRM never saw; every choice (each family's knob, the RL training cost, the fixed-depth reference) is made "
-    "on `val`; `test` is used once, to report. CIs are 95% hierarchical bootstraps: TRM seeds, then learner "
-    "seeds within each, then samples (in circular blocks of consecutive days on market tasks)."
+    "on `val`; `test` is used once, to report. CIs are 95%: a t interval over the TRM seeds' means (learner "
+    "seeds averaged) whose variance adds the samples' shared variance from a bootstrap of samples (in circular "
+    "blocks of consecutive days on market tasks), with Satterthwaite's degrees of freedom; shares get Fieller's "
+    "interval."
 )
 VERDICTS = (("rl_ppo", "halt_head"), ("rl_ppo", "fitted_q"), ("halt_head", "fitted_q"))
 LEARNED = ("halt_head", *LEARNED_FAMILIES)
@@ -108,6 +110,12 @@ def _episodes(results: Results, chosen: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _share(row: pd.Series, name: str) -> str:
+    """A share and its CI in percent; "[unbounded]" where Fieller's interval is (its reference not significant)."""
+    bounds = [row[f"{name}_lo"], row[f"{name}_hi"]]
+    return f"{row[name]:.1%} " + (f"[{bounds[0]:.1%}, {bounds[1]:.1%}]" if np.isfinite(bounds).all() else "[unbounded]")
+
+
 def _lines(t: TaskAnalysis) -> list[str]:
     s = t.summary.set_index("policy")
     rate = t.halt_target_rate
@@ -129,11 +137,18 @@ def _lines(t: TaskAnalysis) -> list[str]:
                          f"collapse (>= 95% of test episodes halt at {where})")
     for v in t.verdicts:
         sign = "higher" if v["low"] > 0 else "lower" if v["high"] < 0 else "no significant difference"
-        lines.append(f"[{t.task}] {v['first']} minus {v['second']} (val-chosen points) in test mean return: "
-                     f"{v['difference']:+.4f}, 95% CI [{v['low']:+.4f}, {v['high']:+.4f}] ({sign}); P({v['first']} > "
-                     f"{v['second']}) = {v['prob_improvement']:.2f} [{v['poi_low']:.2f}, {v['poi_high']:.2f}]")
-    if "rl_ppo" in s.index and np.isfinite(s.loc["rl_ppo", "attainable_gain_share"]):
-        lines.append(f"[{t.task}] rl_ppo captures {s.loc['rl_ppo', 'attainable_gain_share']:.1%} of fitted_q's gain")
+        a, b = v["first"], v["second"]
+        lines.append(f"[{t.task}] {a} minus {b} (val-chosen points) in test mean return: {v['difference']:+.4f}, "
+                     f"95% CI [{v['low']:+.4f}, {v['high']:+.4f}] (t, df {v['df']:.1f}) ({sign}); descriptive: "
+                     f"{v['share_draws_a_above_b']:.0%} of bootstrap draws have {a} above {b}, and rliable's run-level "
+                     f"P({a} > {b}) over pairs of runs within a TRM seed is {v['poi_runs']:.2f} "
+                     f"[{v['poi_runs_lo']:.2f}, {v['poi_runs_hi']:.2f}]")  # fmt: skip
+    for family in (f for f in LEARNED if f in s.index and f != "fitted_q"):
+        shares = [f"{_share(s.loc[family], name)} of {whose}" for name, whose in
+                  (("oracle_gain_share", "the oracle's gain"), ("attainable_gain_share", "fitted_q's"))
+                  if np.isfinite(s.loc[family, name])]  # fmt: skip
+        if shares:
+            lines.append(f"[{t.task}] {family} captures {' and '.join(shares)} (95% CIs, Fieller)")
     if "difficulty" in t.episodes and t.episodes["difficulty"].notna().any():
         for family in (f for f in ("oracle", *LEARNED) if f in s.index):
             group = t.episodes[t.episodes["policy"] == family]

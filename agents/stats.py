@@ -1,17 +1,21 @@
-"""Bootstrap confidence intervals that follow the structure of the data.
+"""Bootstrap draws that follow the structure of the data, and the calibrated intervals computed from them.
 
 A result is an array ``values[t, r, n]``: TRM seed t, learner seed r (RL or random seeds; 1 for
-deterministic rules), sample n. The same samples appear under every seed (the design is crossed), so
-a bootstrap replicate draws, once for all policies of a task,
+deterministic rules), sample n. The same samples appear under every seed (the design is crossed). A task's
+``Draws`` hold, once for all its policies,
 
-- TRM seeds with replacement (``Draws.trm``, counts (B, T)),
-- sample weights: i.i.d. counts, or ``arch``'s circular blocks of consecutive samples for market days
-  whose labels overlap (``Draws.samples``, (B, N)),
+- sample weights (``Draws.samples``, (B, N)): i.i.d. counts, or ``arch``'s circular blocks of consecutive
+  samples for market days whose labels overlap;
+- TRM-seed counts with replacement (``Draws.trm``, (B, T)); per family, learner seeds with replacement within
+  each drawn TRM seed, from a stream of their own.
 
-and, per policy family, learner seeds with replacement within each drawn TRM seed. A replicate's
-statistic is then a weighted mean, so one matrix product serves every point. Paired comparisons of two
-families use the same TRM and sample draws on both sides. ``cluster_means`` and ``sample_weights``
-serve the one-level (seeds averaged within a sample) bootstrap of single-run curves.
+**Intervals** (``Draws.interval``, ``difference``, ``intervals``, ``ratio_interval``) are the calibrated ones
+of ``agents.intervals``: a t over TRM seeds whose variance adds what the seeds share through their samples,
+estimated from the sample weights; Fieller's interval for shares. **The hierarchical percentile bootstrap**
+(``Draws.replicates``: all three levels drawn) barely sees the seeds' spread at T = 3..5, so it serves only
+descriptive statistics: the share of draws where one family is above another, and rliable's run-level
+probability of improvement (``Draws.improvement``). ``cluster_means`` and ``sample_weights`` serve the
+one-level bootstrap of single-run curves.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+
+from agents.intervals import Interval, check_level, fieller_interval, seed_t_interval, shared_variance
 
 __all__ = [
     "Draws",
@@ -68,6 +74,7 @@ def weighted_means(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The percentile interval of bootstrap replicates."""
+    check_level(level)
     tail = 50 * (1 - level)
     low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)
     return float(low), float(high)
@@ -85,20 +92,31 @@ def interquartile_mean(values: np.ndarray) -> float:
     return float(ordered[cut : len(ordered) - cut].mean())
 
 
+def _per_seed(values: np.ndarray) -> np.ndarray:
+    """(T, N) from (T, R, N) (learner seeds averaged) or (T, N)."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim not in (2, 3):
+        raise ValueError(f"values must be (TRM seeds, learner seeds, samples) or (TRM seeds, samples), got shape "
+                         f"{values.shape}")  # fmt: skip
+    return values.mean(axis=1) if values.ndim == 3 else values
+
+
 @dataclass(frozen=True, eq=False)
 class Draws:
-    """One task's bootstrap draws: TRM-seed counts (B, T) and sample weights (B, N), from ``seed``."""
+    """One task's bootstrap draws: TRM-seed counts (B, T) and sample weights (B, N) in circular blocks of
+    ``block`` samples, from ``seed``."""
 
     trm: np.ndarray
     samples: np.ndarray
     seed: int
+    block: int = 1
 
     @classmethod
     def make(cls, n_trm: int, n_samples: int, n_resamples: int = N_RESAMPLES, seed: int = 0,
              block: int = 1) -> Draws:  # fmt: skip
         rng = np.random.default_rng(seed)
         trm = rng.multinomial(n_trm, np.full(n_trm, 1.0 / n_trm), size=n_resamples).astype(float)
-        return cls(trm, sample_weights(n_samples, n_resamples, seed + 1, block), seed)
+        return cls(trm, sample_weights(n_samples, n_resamples, seed + 1, block), seed, block)
 
     def learners(self, n_learner: int, family: str) -> np.ndarray:
         """(B, T, R) learner-seed counts within each TRM seed, drawn from a stream of their own per family."""
@@ -126,15 +144,41 @@ class Draws:
         """(B,) hierarchical bootstrap replicates of the grand mean of ``values`` (T, R, N)."""
         return self.combine(self.run_means(values), family)
 
-    def replicates_many(self, values: list[np.ndarray], families: list[str]) -> list[np.ndarray]:
-        """``replicates`` of many (T, R_i, N) arrays with one matrix product (what a curve of many points needs)."""
-        flat = np.concatenate([v.reshape(-1, v.shape[-1]) for v in values]).T
-        means, out, start = self._normalised @ flat, [], 0
-        for v, family in zip(values, families, strict=True):
-            width = v.shape[0] * v.shape[1]
-            out.append(self.combine(means[:, start : start + width].reshape(-1, *v.shape[:2]), family))
-            start += width
-        return out
+    @property
+    def shared_df(self) -> float:
+        """Degrees of freedom of the shared sample variance: the number of blocks - 1."""
+        return max(math.ceil(self.samples.shape[1] / self.block) - 1, 1)
+
+    def seed_replicates(self, per_seed: np.ndarray) -> np.ndarray:
+        """(B, ...) replicate means over the samples (last axis) of ``per_seed`` (..., N)."""
+        flat = per_seed.reshape(-1, per_seed.shape[-1])
+        return (self._normalised @ flat.T).reshape(-1, *per_seed.shape[:-1])
+
+    def interval(self, values: np.ndarray, level: float = 0.95) -> Interval:
+        """The calibrated interval (``seed_t_interval``) of the grand mean of ``values`` (T, R, N) or (T, N)."""
+        return self.intervals([values], level)[0]
+
+    def difference(self, first: np.ndarray, second: np.ndarray, level: float = 0.95) -> Interval:
+        """The calibrated interval of mean(first) - mean(second): paired per (TRM seed, sample)."""
+        return self.interval(_per_seed(first) - _per_seed(second), level)
+
+    def intervals(self, values: list[np.ndarray], level: float = 0.95) -> list[Interval]:
+        """``interval`` of many arrays with one matrix product (what a curve of many points needs)."""
+        per_seed = np.stack([_per_seed(v) for v in values])
+        found = seed_t_interval(per_seed.mean(axis=-1), shared_variance(self.seed_replicates(per_seed)), level,
+                                self.shared_df)  # fmt: skip
+        fields = ("estimate", "low", "high", "se", "df")
+        return [Interval(*(float(getattr(found, f)[i]) for f in fields)) for i in range(len(values))]
+
+    def ratio_interval(self, numerator: np.ndarray, denominator: np.ndarray, level: float = 0.95
+                       ) -> tuple[float, float]:  # fmt: skip
+        """Fieller's interval (``fieller_interval``) of mean(numerator) / mean(denominator), both (T, N)."""
+        num, den = _per_seed(numerator), _per_seed(denominator)
+        reps = self.seed_replicates(np.stack([num, den, num + den]))
+        var_num, var_den, var_sum = shared_variance(reps)
+        cross = (var_sum - var_num - var_den) / 2
+        shared = np.array([[var_num, cross], [cross, var_den]])
+        return fieller_interval(num.mean(axis=1), den.mean(axis=1), shared, level, self.shared_df)
 
     def improvement(self, first: np.ndarray, second: np.ndarray, names: tuple[str, str]
                     ) -> tuple[float, np.ndarray]:  # fmt: skip

@@ -3,12 +3,17 @@
 A task's ``Results`` hold, per (split, family, param), arrays (T TRM seeds, R learner seeds, N samples)
 of halting step, return, correctness, pnl and profit-weighted CE. From them:
 
-- ``curves``: one row per point and split, with 95% hierarchical-bootstrap CIs (``agents.stats.Draws``).
+Every interval is 95% and calibrated at a few TRM seeds (``agents.stats``: a t over TRM seeds with the
+shared sample variance from the bootstrap draws; Fieller's interval for shares). From the arrays:
+
+- ``curves``: one row per point and split, with CIs of accuracy, pwCE and return.
 - ``choose``: per family, the knob with the best mean return **on val**; whether it sits on its grid's edge.
 - ``summarize``: per family, its val-chosen point **on test**: mean return, the gain over the val-chosen
-  fixed depth (paired, same draws), the share of the oracle's and of fitted-Q's gain it captures (the
-  latter only where fitted-Q's own gain is significantly above zero: a share of noise means nothing).
-- ``verdict``: one family minus another on test, with a CI and rliable's probability of improvement.
+  fixed depth (paired per TRM seed and sample), the share of the oracle's and of fitted-Q's gain it
+  captures, each with Fieller's CI (the latter only where fitted-Q's own gain is significantly above zero:
+  a share of noise means nothing; a share's bounds are NaN where its denominator is not significant).
+- ``verdict``: one family minus another on test, with a CI; beside it, descriptive only, the share of
+  hierarchical-bootstrap draws where the first is above and rliable's run-level probability of improvement.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ CURVE_COLUMNS = ("task", "split", "policy", "param", "seed", "n_trm_seeds", "mea
                  "accuracy_hi", "mean_pnl", "profit_weighted_ce", "profit_weighted_ce_lo", "profit_weighted_ce_hi",
                  "mean_return", "mean_return_lo", "mean_return_hi", "n")  # fmt: skip
 SUMMARY_COLUMNS = ("task", "policy", "param", "selected_on", "mean_return", "mean_return_lo", "mean_return_hi", "gain",
-                   "gain_lo", "gain_hi", "oracle_gain_share", "attainable_gain_share", "accuracy", "mean_steps",
-                   "n_trm_seeds", "n_rl_seeds", "on_edge", "halt_at_1", "halt_at_k", "collapsed_runs",
+                   "gain_lo", "gain_hi", "oracle_gain_share", "oracle_gain_share_lo", "oracle_gain_share_hi",
+                   "attainable_gain_share", "attainable_gain_share_lo", "attainable_gain_share_hi", "accuracy",
+                   "mean_steps", "n_trm_seeds", "n_rl_seeds", "on_edge", "halt_at_1", "halt_at_k", "collapsed_runs",
                    "detail")  # fmt: skip
 COLLAPSE = 0.95  # a run collapses when at least this share of its test episodes halts at step 1, or at K
 Key = tuple[str, str, float]  # (split, family, param)
@@ -99,22 +105,20 @@ def _metrics(table: Rollouts, steps: np.ndarray, step_cost: float) -> dict[str, 
 
 
 def curves(results: Results, draws: dict[str, Draws]) -> pd.DataFrame:
-    """Every point on every split: means, 95% hierarchical CIs of accuracy, pwCE and return."""
+    """Every point on every split: means, 95% calibrated CIs of accuracy, pwCE and return."""
     rows = []
     for split, split_draws in draws.items():
         keys = results.keys(split)
         arrays = [results.arrays(key) for key in keys]
-        families = [key[1] for key in keys]
         split_rows = [{"task": results.task, "split": split, "policy": key[1], "param": key[2],
                        "seed": ",".join(map(str, results.learner_seeds(key))), "n_trm_seeds": len(results.trm_seeds),
                        "mean_steps": a["halt_step"].mean(), "mean_pnl": a["pnl"].mean(), "n": a["halt_step"].size}
                       for key, a in zip(keys, arrays, strict=True)]  # fmt: skip
         for metric, name in (("correct", "accuracy"), ("profit_weighted_ce", "profit_weighted_ce"),
                              ("episode_return", "mean_return")):  # fmt: skip
-            replicates = split_draws.replicates_many([a[metric] for a in arrays], families)
-            for row, a, rep in zip(split_rows, arrays, replicates, strict=True):
-                row[name] = a[metric].mean()
-                row[f"{name}_lo"], row[f"{name}_hi"] = percentile_interval(rep)
+            for row, a, found in zip(split_rows, arrays, split_draws.intervals([a[metric] for a in arrays]),
+                                     strict=True):  # fmt: skip
+                row[name], row[f"{name}_lo"], row[f"{name}_hi"] = a[metric].mean(), found.low, found.high
         rows += split_rows
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
@@ -138,14 +142,19 @@ def _chosen(results: Results, chosen: pd.DataFrame, family: str, split: str = "t
 
 
 def verdict(results: Results, chosen: pd.DataFrame, draws: Draws, first: str, second: str) -> dict[str, Any]:
-    """``first`` minus ``second`` (val-chosen points) in test mean return, 95% CI, probability of improvement."""
+    """``first`` minus ``second`` (val-chosen points) in test mean return with its calibrated 95% CI (``low``,
+    ``high``, ``df``); descriptive beside it: ``share_draws_a_above_b``, the share of hierarchical-bootstrap
+    draws where ``first``'s mean is above ``second``'s (ties half), and ``poi_runs`` [``poi_runs_lo``,
+    ``poi_runs_hi``], rliable's run-level probability of improvement (pairs of runs within a TRM seed)."""
     a, b = (_chosen(results, chosen, f)["episode_return"] for f in (first, second))
+    found = draws.difference(a, b)
     diff = draws.replicates(a, first) - draws.replicates(b, second)
-    low, high = percentile_interval(diff)
     poi, poi_replicates = draws.improvement(a, b, (first, second))
     poi_low, poi_high = percentile_interval(poi_replicates)
-    return {"first": first, "second": second, "difference": a.mean() - b.mean(), "low": low, "high": high,
-            "prob_improvement": poi, "poi_low": poi_low, "poi_high": poi_high}  # fmt: skip
+    share = float((diff > 0).mean() + (diff == 0).mean() / 2)
+    return {"first": first, "second": second, "difference": a.mean() - b.mean(), "low": found.low,
+            "high": found.high, "df": found.df, "share_draws_a_above_b": share,
+            "poi_runs": poi, "poi_runs_lo": poi_low, "poi_runs_hi": poi_high}  # fmt: skip
 
 
 def oracle_split(curve: pd.DataFrame) -> dict[str, float]:
@@ -165,32 +174,36 @@ def _collapsed(steps: np.ndarray, max_steps: int) -> float:
     return float((ends >= COLLAPSE).mean())
 
 
+def _share(draws: Draws, gain: np.ndarray, reference: np.ndarray, shown: bool) -> tuple[float, float, float]:
+    """mean(gain) / mean(reference) and Fieller's CI, both (T, N) paired gains; NaN unless ``shown``."""
+    if not shown:
+        return np.nan, np.nan, np.nan
+    return (gain.mean() / reference.mean(), *draws.ratio_interval(gain, reference))
+
+
 def summarize(results: Results, chosen: pd.DataFrame, draws: Draws) -> pd.DataFrame:
     """Per family, its val-chosen point on test (the columns of README's results tables)."""
-    fixed = _chosen(results, chosen, "fixed_depth")["episode_return"]
-    fixed_replicates = draws.replicates(fixed, "fixed_depth")
-    oracle = _chosen(results, chosen, "oracle")["episode_return"].mean()
-    gain_fq, attainable = np.nan, False
+    fixed = _chosen(results, chosen, "fixed_depth")["episode_return"].mean(axis=1)  # (T, N): learner seeds averaged
+    oracle_gain = _chosen(results, chosen, "oracle")["episode_return"].mean(axis=1) - fixed
+    fitted_gain, attainable = np.full_like(fixed, np.nan), False
     if "fitted_q" in set(chosen["policy"]):
-        fitted = _chosen(results, chosen, "fitted_q")["episode_return"]
-        gain_fq = fitted.mean() - fixed.mean()
-        attainable = percentile_interval(draws.replicates(fitted, "fitted_q") - fixed_replicates)[0] > 0
+        fitted_gain = _chosen(results, chosen, "fitted_q")["episode_return"].mean(axis=1) - fixed
+        attainable = draws.interval(fitted_gain).low > 0
     max_steps = results.tables[(results.trm_seeds[0], "test")].max_steps
     rows = []
     for _, pick in chosen.iterrows():
         family = pick["policy"]
         arrays = _chosen(results, chosen, family)
         returns = arrays["episode_return"]
-        replicates = draws.replicates(returns, family)
-        gain = returns.mean() - fixed.mean()
-        gain_low, gain_high = percentile_interval(replicates - fixed_replicates)
-        low, high = percentile_interval(replicates)
+        gain = returns.mean(axis=1) - fixed
+        mean, gain_ci = draws.interval(returns), draws.interval(gain)
+        cells = {"mean_return": (returns.mean(), mean.low, mean.high), "gain": (gain.mean(), gain_ci.low, gain_ci.high),
+                 "oracle_gain_share": _share(draws, gain, oracle_gain, oracle_gain.mean() > 0),
+                 "attainable_gain_share": _share(draws, gain, fitted_gain, attainable)}  # fmt: skip
         rows.append({
             "task": results.task, "policy": family, "param": pick["param"], "selected_on": "val",
-            "mean_return": returns.mean(), "mean_return_lo": low, "mean_return_hi": high,
-            "gain": gain, "gain_lo": gain_low, "gain_hi": gain_high,
-            "oracle_gain_share": gain / (oracle - fixed.mean()) if oracle > fixed.mean() else np.nan,
-            "attainable_gain_share": gain / gain_fq if attainable else np.nan,
+            **{f"{name}{suffix}": v for name, cell in cells.items()
+               for suffix, v in zip(("", "_lo", "_hi"), cell, strict=True)},
             "accuracy": arrays["correct"].mean(), "mean_steps": arrays["halt_step"].mean(),
             "n_trm_seeds": returns.shape[0], "n_rl_seeds": returns.shape[1], "on_edge": pick["on_edge"],
             "halt_at_1": float((arrays["halt_step"] == 1).mean()),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import hand_rollouts
 
+from agents.report import TaskAnalysis, _lines
 from agents.stats import Draws
 from agents.study import Results, choose, curves, oracle_split, summarize, verdict
 
@@ -68,7 +70,14 @@ def test_gains_and_shares_by_hand(study: tuple[Results, dict[str, Draws]]) -> No
     assert row["oracle_gain_share"] == pytest.approx((fitted - fixed) / (oracle - fixed))
     assert row["gain_lo"] <= row["gain"] <= row["gain_hi"] and row["gain_lo"] > 0
     assert row["attainable_gain_share"] == pytest.approx(1.0)
+    assert (row["attainable_gain_share_lo"], row["attainable_gain_share_hi"]) == pytest.approx((1.0, 1.0))
+    assert row["oracle_gain_share_lo"] < row["oracle_gain_share"] < row["oracle_gain_share_hi"]
+    oracle_row = summary.loc["oracle"]
+    assert (oracle_row["oracle_gain_share_lo"], oracle_row["oracle_gain_share_hi"]) == pytest.approx((1.0, 1.0))
     assert summary.loc["fixed_depth", "gain"] == 0.0 and summary.loc["halt_head", "attainable_gain_share"] == 0.0
+    for family in ("fixed_depth", "halt_head"):  # both think to K on test: no gain, a share of exactly 0
+        cells = summary.loc[family, ["gain_lo", "gain_hi", "oracle_gain_share_lo", "oracle_gain_share_hi"]]
+        assert cells.tolist() == pytest.approx([0.0] * 4)
     assert summary.loc["halt_head", "halt_at_k"] == 1.0 and summary.loc["fitted_q", "halt_at_1"] == 0.5
     assert (summary["n_trm_seeds"] == 2).all() and (summary["n_rl_seeds"] == 1).all()
 
@@ -78,12 +87,33 @@ def test_verdict_and_oracle_split(study: tuple[Results, dict[str, Draws]]) -> No
     curve = curves(results, draws)
     chosen = choose(curve)
     line = verdict(results, chosen, draws["test"], "fitted_q", "halt_head")
-    assert line["difference"] > 0 and line["low"] > 0 and line["prob_improvement"] == 1.0
+    assert line["difference"] > 0 and line["low"] > 0 and line["poi_runs"] == 1.0
+    assert line["share_draws_a_above_b"] == 1.0 and line["df"] >= 1
     back = verdict(results, chosen, draws["test"], "halt_head", "fitted_q")
-    assert back["difference"] == pytest.approx(-line["difference"]) and back["prob_improvement"] == 0.0
+    assert back["difference"] == pytest.approx(-line["difference"]) and back["poi_runs"] == 0.0
+    assert (back["low"], back["high"]) == pytest.approx((-line["high"], -line["low"]))
+    assert back["share_draws_a_above_b"] == 0.0
+    same = verdict(results, chosen, draws["test"], "halt_head", "fixed_depth")  # both think to K on test
+    assert same["share_draws_a_above_b"] == 0.5 and same["low"] == same["high"] == 0.0
     split = oracle_split(curve)
     assert split["best_k"] == 1.0 and split["systematic"] == pytest.approx(0.0)
     assert split["oracle"] - split["depth_1"] == pytest.approx(split["systematic"] + split["per_sample"])
+
+
+def test_no_attainable_share_without_a_significant_fitted_q_gain() -> None:
+    """fitted_q thinking to K like the reference but on one sample: its gain is not significant, a share of it
+    means nothing (NaN)."""
+    results = _results()
+    steps = np.where(np.arange(N) == 0, 1, K)
+    for seed in (0, 1):
+        for split in ("val", "test"):
+            results.add(seed, split, {"policy": "fitted_q", "param": 0.0, "seed": 0}, steps)
+    draws = {split: Draws.make(2, N, n_resamples=300, seed=0) for split in ("val", "test")}
+    summary = summarize(results, choose(curves(results, draws)), draws["test"])
+    columns = ["attainable_gain_share", "attainable_gain_share_lo", "attainable_gain_share_hi"]
+    fitted = summary.set_index("policy").loc["fitted_q"]
+    assert fitted["gain"] > 0 and fitted["gain_lo"] < 0 < fitted["gain_hi"]
+    assert summary[columns].isna().all().all() and summary["oracle_gain_share"].notna().all()
 
 
 def test_missing_seeds_are_refused() -> None:
@@ -91,3 +121,59 @@ def test_missing_seeds_are_refused() -> None:
     results.add(0, "val", {"policy": "rl_ppo", "param": 0.01, "seed": 0}, np.ones(N, dtype=int))
     with pytest.raises(ValueError, match="no episodes"):
         results.arrays(("val", "rl_ppo", 0.01))
+
+
+def test_every_printed_interval_is_the_calibrated_one(study: tuple[Results, dict[str, Draws]]) -> None:
+    """Curves, summary and verdicts all carry the t-over-seeds interval (not the percentile bootstrap)."""
+    results, draws = study
+    curve = curves(results, draws)
+    chosen = choose(curve)
+    summary = summarize(results, chosen, draws["test"]).set_index("policy")
+    pick = chosen.set_index("policy")["param"]
+    fitted, head, fixed = (results.arrays(results.point("test", f, pick[f]))["episode_return"]
+                           for f in ("fitted_q", "halt_head", "fixed_depth"))  # fmt: skip
+    expected = draws["test"].interval(fitted)
+    assert (summary.loc["fitted_q", "mean_return_lo"], summary.loc["fitted_q", "mean_return_hi"]) == pytest.approx(
+        (expected.low, expected.high))  # fmt: skip
+    row = curve[(curve["split"] == "test") & (curve["policy"] == "fitted_q")].iloc[0]
+    assert (row["mean_return_lo"], row["mean_return_hi"]) == pytest.approx((expected.low, expected.high))
+    gain = draws["test"].difference(fitted, fixed)
+    assert (summary.loc["fitted_q", "gain_lo"], summary.loc["fitted_q", "gain_hi"]) == pytest.approx(
+        (gain.low, gain.high))  # fmt: skip
+    line, paired = verdict(results, chosen, draws["test"], "fitted_q", "halt_head"), draws["test"].difference(
+        fitted, head)  # fmt: skip
+    assert (line["low"], line["high"], line["df"]) == pytest.approx((paired.low, paired.high, paired.df))
+    oracle = results.arrays(results.point("test", "oracle", pick["oracle"]))["episode_return"]
+    gains = [family.mean(axis=1) - fixed.mean(axis=1) for family in (fitted, oracle)]
+    share = draws["test"].ratio_interval(*gains)
+    assert (summary.loc["fitted_q", "oracle_gain_share_lo"], summary.loc["fitted_q", "oracle_gain_share_hi"]) == (
+        pytest.approx(share))  # fmt: skip
+
+
+def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws]]) -> None:
+    """The verdict line gives the CI, then the share of draws and rliable's run-level statistic, each named."""
+    results, draws = study
+    curve = curves(results, draws)
+    chosen = choose(curve)
+    summary = summarize(results, chosen, draws["test"])
+    verdicts = [verdict(results, chosen, draws["test"], "fitted_q", "halt_head")]
+    verdicts.append({**verdicts[0], "share_draws_a_above_b": 0.4, "poi_runs": 0.67, "poi_runs_lo": 0.33,
+                     "poi_runs_hi": 1.0, "low": -0.1, "high": 0.2, "df": 3.25})  # each number its own value
+    analysis = TaskAnalysis("hand", curve, chosen, summary, pd.DataFrame(), verdicts, oracle_split(curve),
+                            {"test": 1}, np.array([0.5, 0.5]))  # fmt: skip
+    lines = _lines(analysis)
+    v = verdicts[0]
+    assert (f"[hand] fitted_q minus halt_head (val-chosen points) in test mean return: {v['difference']:+.4f}, 95% CI "
+            f"[{v['low']:+.4f}, {v['high']:+.4f}] (t, df {v['df']:.1f}) (higher); descriptive: 100% of bootstrap "
+            "draws have fitted_q above halt_head, and rliable's run-level P(fitted_q > halt_head) over pairs of runs "
+            "within a TRM seed is 1.00 [1.00, 1.00]") in lines  # fmt: skip
+    assert ("[hand] fitted_q minus halt_head (val-chosen points) in test mean return: "
+            f"{v['difference']:+.4f}, 95% CI [-0.1000, +0.2000] (t, df 3.2) (no significant difference); descriptive: "
+            "40% of bootstrap draws have fitted_q above halt_head, and rliable's run-level P(fitted_q > halt_head) "
+            "over pairs of runs within a TRM seed is 0.67 [0.33, 1.00]") in lines  # fmt: skip
+    head = summary.set_index("policy").loc["halt_head"]
+    assert ("[hand] halt_head captures 0.0% [0.0%, 0.0%] of the oracle's gain and 0.0% [0.0%, 0.0%] of "
+            "fitted_q's (95% CIs, Fieller)") in lines and head["oracle_gain_share"] == 0.0  # fmt: skip
+    analysis.summary = summary.assign(attainable_gain_share_hi=np.nan)  # Fieller's set unbounded
+    assert "[hand] halt_head captures 0.0% [0.0%, 0.0%] of the oracle's gain and 0.0% [unbounded] of fitted_q's " \
+           "(95% CIs, Fieller)" in _lines(analysis)  # fmt: skip
