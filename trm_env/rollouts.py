@@ -161,9 +161,10 @@ def default_cache_dir() -> Path | None:
 # ---- simulation -----------------------------------------------------------------------------------
 
 
-def shipped_checkpoint(task_name: str, seed: int = 0) -> Path:
-    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (0, 1 and 2 are shipped)."""
-    return CHECKPOINT_DIR / task_name / f"seed{seed}"
+def shipped_checkpoint(task_name: str, seed: int = 0, halting: str = "bce") -> Path:
+    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (0, 1 and 2 are shipped); a joint
+    ``halting`` objective's TRMs lie in ``<task_name>-<halting>/`` (seeds 0-4, sp500, regime-chain and pointer)."""
+    return CHECKPOINT_DIR / (task_name if halting == "bce" else f"{task_name}-{halting}") / f"seed{seed}"
 
 
 def resolve_model(checkpoint: str | Path | TinyRecursiveModel | None, task: Task) -> TinyRecursiveModel:

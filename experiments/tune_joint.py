@@ -1,0 +1,110 @@
+"""Choose a joint halting objective's training hyperparameters on val (docs/joint_halting.md records the grids).
+
+    python experiments/tune_joint.py --task sp500 --halting ponder --out docs/joint_grid/sp500.jsonl [--epochs 10]
+    python experiments/tune_joint.py --task sp500 --halting ponder --out docs/joint_grid/sp500.jsonl --choose
+
+Each grid point trains one TRM from ``experiments/configs/<task>.json`` with ``halting`` and the point's fields
+(seed 0 unless ``--seed``; ``--epochs`` may cut the epochs), then scores it on **val only**: the mean return
+(step cost 0.01, reward profit_weighted_ce) of the objective's own halting rule (``agents.joint``) at its best
+knob, beside the val accuracy and profit-weighted CE per step and the wall time. One JSON line per point is
+appended to ``--out``; points already there are skipped. The default grids are ``GRIDS`` (``--grid`` replaces
+them). ``--choose`` reads ``--out`` and writes ``experiments/configs/<task>-<halting>.json``: the task's config
+with the best point's fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from agents.evaluation import evaluate_policies
+from agents.joint import JOINT_FAMILIES, joint_policies
+from trm_env.core import DEFAULT_STEP_COST
+from trm_env.rollouts import simulate
+from trm_env.tasks import load_task
+from trm_env.training import TrainConfig, train
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+FAMILY = {objective: family for family, objective in JOINT_FAMILIES.items()}
+GRIDS = {  # ponder: the post-hoc heads' PONDER_VARIANTS (agents.learners); act: the quick study's taus
+    "ponder": [{"ponder_lambda_p": lp, "ponder_beta": b} for lp, b in ((0.1, 0.01), (0.2, 0.01), (0.4, 0.01),
+                                                                      (0.2, 0.1))],
+    "act": [{"act_tau": tau} for tau in (0.001, 0.01, 0.03)],
+    "q_halt": [{"q_weight": 0.5, "exploration": e} for e in (0.1, 0.3, 0.6)],
+}
+
+
+def score(task: str, halting: str, fields: dict, seed: int, epochs: int | None) -> dict:
+    """Train one grid point and score its own halting rule on val."""
+    config = TrainConfig.from_json(CONFIG_DIR / f"{task}.json")
+    config.halting, config.seed = halting, seed
+    if epochs is not None:
+        config.epochs = epochs
+    for name, value in fields.items():
+        if name not in TrainConfig.__dataclass_fields__:
+            raise ValueError(f"unknown TrainConfig field {name!r} in the grid")
+        setattr(config, name, value)
+    loaded = load_task(config.task, **config.task_kwargs)
+    start = time.perf_counter()
+    model, metrics = train(config, task=loaded, progress=False, tensorboard=False)
+    seconds = time.perf_counter() - start
+    table = simulate(loaded, model, split="val", cache_dir=False)
+    frame = evaluate_policies(joint_policies(FAMILY[halting]), table, step_cost=DEFAULT_STEP_COST)
+    by_knob = frame.groupby("param")[["episode_return", "halt_step", "correct"]].mean()
+    best = by_knob["episode_return"].idxmax()
+    return {"task": task, "halting": halting, **fields, "seed": seed, "epochs": config.epochs,
+            "epochs_run": metrics["epochs_run"], "train_seconds": round(seconds, 1),
+            "val_mean_return": float(by_knob.loc[best, "episode_return"]), "best_knob": float(best),
+            "val_mean_steps": float(by_knob.loc[best, "halt_step"]),
+            "val_accuracy_at_knob": float(by_knob.loc[best, "correct"]),
+            "val_accuracy": metrics["val"]["accuracy"], "val_profit_weighted_ce": metrics["val"]["profit_weighted_ce"],
+            "val_rule": metrics["val"]["halt_rule"]}  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def choose(task: str, halting: str, grid: Path) -> Path:
+    """Write ``experiments/configs/<task>-<halting>.json`` from the grid point with the best val return."""
+    rows = [r for r in _rows(grid) if r["task"] == task and r["halting"] == halting]
+    if not rows:
+        raise ValueError(f"{grid} holds no grid point of {task} {halting}")
+    best = max(rows, key=lambda r: r["val_mean_return"])
+    config = json.loads((CONFIG_DIR / f"{task}.json").read_text())
+    config.update({"halting": halting, **{k: best[k] for k in best if k.startswith(("ponder_", "act_", "q_"))}})
+    path = CONFIG_DIR / f"{task}-{halting}.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--halting", required=True, choices=sorted(FAMILY))
+    parser.add_argument("--grid", help="a JSON list of objects of TrainConfig fields (default GRIDS[halting])")
+    parser.add_argument("--out", type=Path, required=True, help="JSON lines file to append to")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="cut the config's epochs for the grid")
+    parser.add_argument("--choose", action="store_true", help="write the config of the best point in --out")
+    args = parser.parse_args(argv)
+    if args.choose:
+        print(f"wrote {choose(args.task, args.halting, args.out)}")
+        return
+    done = _rows(args.out) if args.out.is_file() else []
+    for fields in json.loads(args.grid) if args.grid else GRIDS[args.halting]:
+        point = {"task": args.task, "halting": args.halting, **fields, "seed": args.seed}
+        if any(all(row.get(k) == v for k, v in point.items()) and (args.epochs is None or row["epochs"] == args.epochs)
+               for row in done):  # fmt: skip
+            continue  # already scored: a rerun resumes
+        row = score(args.task, args.halting, fields, args.seed, args.epochs)
+        with open(args.out, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        print(f"{args.task} {args.halting} {fields}: val return {row['val_mean_return']:.4f} at knob "
+              f"{row['best_knob']:g} ({row['val_mean_steps']:.2f} steps), {row['train_seconds']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
