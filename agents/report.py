@@ -12,6 +12,15 @@ import pandas as pd
 from scipy import stats
 
 from agents.curves import summarize as curve_summary
+from agents.joint import JOINT_FAMILIES
+from agents.joint_study import (
+    JOINT_CHECKPOINTS,
+    JOINT_VERDICTS,
+    add_joint_tables,
+    plot_steps,
+    step_lines,
+    step_profiles,
+)
 from agents.measure import COMPUTE_COLUMNS
 from agents.plots import plot_curves, plot_difficulty, plot_halting_steps, plot_wall_time, save_figure
 from agents.policies import LEARNED_FAMILIES
@@ -32,8 +41,8 @@ PROTOCOL = (
     "blocks of consecutive days on market tasks), with Satterthwaite's degrees of freedom; shares get Fieller's "
     "interval."
 )
-VERDICTS = (("rl_ppo", "halt_head"), ("rl_ppo", "fitted_q"), ("halt_head", "fitted_q"))
-LEARNED = ("halt_head", *LEARNED_FAMILIES)
+VERDICTS = (("rl_ppo", "halt_head"), ("rl_ppo", "fitted_q"), ("halt_head", "fitted_q"), *JOINT_VERDICTS)
+LEARNED = ("halt_head", *LEARNED_FAMILIES, *JOINT_FAMILIES)
 
 
 @dataclass
@@ -49,6 +58,7 @@ class TaskAnalysis:
     halt_target_rate: np.ndarray
     lines: list[str] = field(default_factory=list)
     compute: dict[str, Any] = field(default_factory=dict)
+    step_profiles: pd.DataFrame | None = None  # per-step test quality of the BCE and joint TRMs (agents.joint_study)
 
 
 @dataclass
@@ -72,8 +82,9 @@ def _results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, 
     for seed, paths in seeds.items():
         for split in EVAL_SPLITS:
             results.tables[(seed, split)] = simulate(loaded, paths["checkpoint"], split=split)
+        add_joint_tables(results, loaded, seed, paths.get(JOINT_CHECKPOINTS, {}), EVAL_SPLITS)
         for group, path in paths.items():
-            if group == "checkpoint":
+            if group in ("checkpoint", JOINT_CHECKPOINTS):
                 continue
             points, steps = load_points(path)
             for split in EVAL_SPLITS:
@@ -96,8 +107,8 @@ def _draws(results: Results, n_resamples: int) -> tuple[dict[str, Draws], dict[s
 def _episodes(results: Results, chosen: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for seed in results.trm_seeds:
-        table = results.tables[(seed, "test")]
         for _, pick in chosen.iterrows():
+            table = results.table(pick["policy"], seed, "test")
             key = results.point("test", pick["policy"], pick["param"])
             for learner in results.learner_seeds(key):
                 steps = results.steps(key, seed, learner)[None]
@@ -176,7 +187,9 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
                  for paths in seeds.values()]  # fmt: skip
         analysis = TaskAnalysis(task, curve, chosen, summary, _episodes(results, chosen), verdicts,
                                 oracle_split(curve), blocks, np.mean(rates, axis=0))  # fmt: skip
-        analysis.lines = _lines(analysis)
+        analysis.lines = _lines(analysis) + step_lines(results, draws["test"])
+        if results.family_tables:
+            analysis.step_profiles = step_profiles(results)
         tasks.append(analysis)
     seconds = [json.loads(p.with_suffix(".json").read_text())["train_seconds"]
                for per_task in agents.values() for paths in per_task.values() for p in paths]  # fmt: skip
@@ -233,6 +246,10 @@ def write_outputs(out: Path, analysis: Analysis, config: dict[str, Any]) -> None
     sections = [f"# Halting study: run `{config['name']}`\n", PROTOCOL + "\n",
                 f"Evaluation step cost {config['eval_step_cost']}; TRM seeds {config['trm_seeds']}; RL seeds "
                 f"{config['rl_seeds']} at training costs {config['step_costs']}.\n"]  # fmt: skip
+    if any(t.step_profiles is not None for t in analysis.tasks):
+        sections.append(f"Joint families ({', '.join(config['joint'])}) halt TRMs trained with their own halting "
+                        "objective on `train` (their TRM seed k paired with the BCE TRM's seed k on the same samples; "
+                        "`agents/joint_study.py`).\n")  # fmt: skip
     if analysis.rl_seconds:
         seconds = analysis.rl_seconds
         sections.append(f"RL training: {len(seconds)} agents, at most {max(seconds):.1f} s each.\n")
@@ -248,6 +265,9 @@ def write_outputs(out: Path, analysis: Analysis, config: dict[str, Any]) -> None
         if "difficulty" in t.episodes and t.episodes["difficulty"].notna().any():
             title = f"{t.task}: mean halting step by difficulty"
             figures[f"{t.task}_difficulty.png"] = plot_difficulty(t.episodes, title)
+        if t.step_profiles is not None:
+            title = f"{t.task} (test): per-step quality of the TRMs by training objective"
+            figures[f"{t.task}_joint_steps.png"] = plot_steps(t.step_profiles, title)
         for name, fig in figures.items():
             save_figure(fig, out / name)
         sections += [f"## {t.task}\n", markdown_table(t.summary.drop(columns="task")), "",

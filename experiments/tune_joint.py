@@ -8,8 +8,8 @@ Each grid point trains one TRM from ``experiments/configs/<task>.json`` with ``h
 (step cost 0.01, reward profit_weighted_ce) of the objective's own halting rule (``agents.joint``) at its best
 knob, beside the val accuracy and profit-weighted CE per step and the wall time. One JSON line per point is
 appended to ``--out``; points already there are skipped. The default grids are ``GRIDS`` (``--grid`` replaces
-them). ``--choose`` reads ``--out`` and writes ``experiments/configs/<task>-<halting>.json``: the task's config
-with the best point's fields.
+them; ``--reduced``: the two-point grids ``REDUCED``). ``--choose`` reads ``--out`` and writes
+``experiments/configs/<task>-<halting>.json``: the task's config with the best point's fields.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ GRIDS = {  # ponder: the post-hoc heads' PONDER_VARIANTS (agents.learners); act:
                                                                       (0.2, 0.1))],
     "act": [{"act_tau": tau} for tau in (0.001, 0.01, 0.03)],
     "q_halt": [{"q_weight": 0.5, "exploration": e} for e in (0.1, 0.3, 0.6)],
+}
+REDUCED = {  # two points per objective (--reduced): what the CPU time allowed on regime-chain and pointer
+    "ponder": GRIDS["ponder"][:2],
+    "act": GRIDS["act"][:2],
+    "q_halt": [GRIDS["q_halt"][0], GRIDS["q_halt"][2]],
 }
 
 
@@ -88,13 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON lines file to append to")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="cut the config's epochs for the grid")
+    parser.add_argument("--reduced", action="store_true", help="the two-point grids REDUCED instead of GRIDS")
     parser.add_argument("--choose", action="store_true", help="write the config of the best point in --out")
     args = parser.parse_args(argv)
     if args.choose:
         print(f"wrote {choose(args.task, args.halting, args.out)}")
         return
     done = _rows(args.out) if args.out.is_file() else []
-    for fields in json.loads(args.grid) if args.grid else GRIDS[args.halting]:
+    for fields in json.loads(args.grid) if args.grid else (REDUCED if args.reduced else GRIDS)[args.halting]:
         point = {"task": args.task, "halting": args.halting, **fields, "seed": args.seed}
         if any(all(row.get(k) == v for k, v in point.items()) and (args.epochs is None or row["epochs"] == args.epochs)
                for row in done):  # fmt: skip

@@ -74,7 +74,8 @@ def test_act_loss_remainder_and_its_gradient_by_hand() -> None:
     # d/dh_n (n < N) = L_n - L_N - tau (R = 1 - sum_{n<N} h_n); h_N and later steps get none; chain rule h (1 - h)
     h = torch.tensor(units, dtype=torch.float64)
     by_hand = torch.tensor([[2.0 - 0.5 - tau, 1.0 - 0.5 - tau, 0.0, 0.0],
-                            [1.5 - 4.0 - tau, 1.0 - 4.0 - tau, 3.0 - 4.0 - tau, 0.0]], dtype=torch.float64) / 2  # fmt: skip
+                            [1.5 - 4.0 - tau, 1.0 - 4.0 - tau, 3.0 - 4.0 - tau, 0.0]], dtype=torch.float64)
+    by_hand /= 2  # the mean over the two rows
     torch.testing.assert_close(logits.grad, by_hand * h * (1 - h))
 
 
