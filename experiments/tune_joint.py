@@ -6,9 +6,9 @@
 Each grid point trains one TRM from ``experiments/configs/<task>.json`` with ``halting`` and the point's fields
 (seed 0 unless ``--seed``; ``--epochs`` may cut the epochs), then scores it on **val only**: the mean return
 (step cost 0.01, reward profit_weighted_ce) of the objective's own halting rule (``agents.joint``) at its best
-knob, beside the val accuracy and profit-weighted CE per step and the wall time. One JSON line per point is
-appended to ``--out``; points already there are skipped. The default grids are ``GRIDS`` (``--grid`` replaces
-them; ``--reduced``: the two-point grids ``REDUCED``). ``--choose`` reads ``--out`` and writes
+knob, beside the val accuracy and profit-weighted CE per step, the wall time and the CPU time. One JSON line per
+point is appended to ``--out``; points already there are skipped. The default grids are ``GRIDS`` (``--grid``
+replaces them; ``--reduced``: the two-point grids ``REDUCED``). ``--choose`` reads ``--out`` and writes
 ``experiments/configs/<task>-<halting>.json``: the task's config with the best point's fields.
 """
 
@@ -52,15 +52,15 @@ def score(task: str, halting: str, fields: dict, seed: int, epochs: int | None) 
             raise ValueError(f"unknown TrainConfig field {name!r} in the grid")
         setattr(config, name, value)
     loaded = load_task(config.task, **config.task_kwargs)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model, metrics = train(config, task=loaded, progress=False, tensorboard=False)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     table = simulate(loaded, model, split="val", cache_dir=False)
     frame = evaluate_policies(joint_policies(FAMILY[halting]), table, step_cost=DEFAULT_STEP_COST)
     by_knob = frame.groupby("param")[["episode_return", "halt_step", "correct"]].mean()
     best = by_knob["episode_return"].idxmax()
     return {"task": task, "halting": halting, **fields, "seed": seed, "epochs": config.epochs,
-            "epochs_run": metrics["epochs_run"], "train_seconds": round(seconds, 1),
+            "epochs_run": metrics["epochs_run"], "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
             "val_mean_return": float(by_knob.loc[best, "episode_return"]), "best_knob": float(best),
             "val_mean_steps": float(by_knob.loc[best, "halt_step"]),
             "val_accuracy_at_knob": float(by_knob.loc[best, "correct"]),
