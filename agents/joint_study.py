@@ -26,11 +26,12 @@ from agents.study import Results
 from trm_env.rollouts import simulate
 from trm_env.task import Task
 
-__all__ = ["JOINT_CHECKPOINTS", "JOINT_TASKS", "JOINT_VERDICTS", "add_joint_tables", "plot_steps", "step_lines",
-           "step_profiles"]  # fmt: skip
+__all__ = ["JOINT_CHECKPOINTS", "JOINT_SEEDS", "JOINT_TASKS", "JOINT_VERDICTS", "add_joint_tables", "plot_steps",
+           "step_lines", "step_profiles"]  # fmt: skip
 
 JOINT_CHECKPOINTS = "joint_checkpoints"  # in a TRM seed's artifacts: joint family -> the folder of its own TRM
-JOINT_TASKS = ("sp500", "regime-chain", "pointer")  # the tasks that ship joint TRMs (seeds 0-4)
+JOINT_TASKS = ("sp500", "regime-chain", "pointer")  # the tasks that ship joint TRMs, seeds JOINT_SEEDS
+JOINT_SEEDS = (0, 1, 2, 3, 4)
 JOINT_VERDICTS = tuple((family, other) for family in JOINT_FAMILIES for other in ("halt_head", "rl_ppo", "fitted_q"))
 METRICS = {"correct": "accuracy", "profit_weighted_ce": "profit_weighted_ce"}
 

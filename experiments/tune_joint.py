@@ -85,6 +85,23 @@ def choose(task: str, halting: str, grid: Path) -> Path:
     return path
 
 
+def markdown(grid: Path) -> str:
+    """The grid of ``grid`` as a markdown table, the chosen point (best val return per task and objective) marked."""
+    rows = _rows(grid)
+    best = {(r["task"], r["halting"]): max(r2["val_mean_return"] for r2 in rows
+                                          if (r2["task"], r2["halting"]) == (r["task"], r["halting"])) for r in rows}
+    lines = ["| task | objective | hyperparameters | epochs (run) | val mean return | knob | val mean steps | "
+             "val accuracy | wall s | CPU s | chosen |", "|" + "---|" * 11]  # fmt: skip
+    for r in rows:
+        fields = ", ".join(f"{k}={r[k]:g}" for k in r if k.startswith(("ponder_", "act_", "q_", "exploration")))
+        lines.append(f"| {r['task']} | {r['halting']} | {fields} | {r['epochs']} ({r['epochs_run']}) | "
+                     f"{r['val_mean_return']:.4f} | {r['best_knob']:g} | {r['val_mean_steps']:.2f} | "
+                     f"{r['val_accuracy_at_knob']:.3f} | {r['train_seconds']:.0f} | "
+                     f"{r.get('cpu_seconds', float('nan')):.0f} | "
+                     f"{'yes' if r['val_mean_return'] == best[(r['task'], r['halting'])] else ''} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
@@ -95,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, help="cut the config's epochs for the grid")
     parser.add_argument("--reduced", action="store_true", help="the two-point grids REDUCED instead of GRIDS")
     parser.add_argument("--choose", action="store_true", help="write the config of the best point in --out")
+    parser.add_argument("--table", action="store_true", help="print --out as a markdown table")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown(args.out))
+        return
     if args.choose:
         print(f"wrote {choose(args.task, args.halting, args.out)}")
         return
