@@ -33,7 +33,8 @@ JOINT_CHECKPOINTS = "joint_checkpoints"  # in a TRM seed's artifacts: joint fami
 JOINT_TASKS = ("sp500", "regime-chain", "pointer")  # the tasks that ship joint TRMs, seeds JOINT_SEEDS
 JOINT_SEEDS = (0, 1, 2, 3, 4)
 JOINT_VERDICTS = tuple((family, other) for family in JOINT_FAMILIES for other in ("halt_head", "rl_ppo", "fitted_q"))
-METRICS = {"correct": "accuracy", "profit_weighted_ce": "profit_weighted_ce"}
+METRICS = {"correct": "accuracy", "profit_weighted_ce": "profit_weighted_ce"}  # table attribute -> column
+LABELS = {"accuracy": "accuracy", "profit_weighted_ce": "profit-weighted CE"}
 
 
 def add_joint_tables(results: Results, task: Task, seed: int, folders: dict[str, Path], splits: tuple[str, ...]
@@ -81,7 +82,8 @@ def step_lines(results: Results, draws: Draws) -> list[str]:
         for metric, name in METRICS.items():
             own, bce = _per_step(results, family, metric), _per_step(results, None, metric)
             k = own.shape[2]
-            parts += [f"{name} at step {s + 1} {own[..., s].mean():.4f} vs {bce[..., s].mean():.4f}, difference "
+            parts += [f"{LABELS[name]} at step {s + 1} {own[..., s].mean():.4f} vs {bce[..., s].mean():.4f}, "
+                      f"difference "
                       f"{_difference(draws, own[..., s], bce[..., s])}" for s in (0, k - 1)]  # fmt: skip
         lines.append(f"[{results.task}] {JOINT_FAMILIES[family]}-trained TRMs minus the BCE TRMs on test: "
                      f"{'; '.join(parts)}")  # fmt: skip
@@ -91,12 +93,11 @@ def step_lines(results: Results, draws: Draws) -> list[str]:
 def plot_steps(profiles: pd.DataFrame, title: str = "") -> Figure:
     """Test accuracy and profit-weighted CE per step, one line per training objective."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (name, label) in zip(axes, (("accuracy", "accuracy"), ("profit_weighted_ce",
-                                        "profit-weighted CE (lower is better)")), strict=True):  # fmt: skip
+    for ax, name in zip(axes, METRICS.values(), strict=True):
         for model, group in profiles.groupby("model", sort=False):
             ax.plot(group["step"], group[name], marker="o", ms=3, label=model)
         ax.set_xlabel("recursion step")
-        ax.set_ylabel(label)
+        ax.set_ylabel(LABELS[name] + (" (lower is better)" if name == "profit_weighted_ce" else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)

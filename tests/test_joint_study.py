@@ -81,6 +81,6 @@ def test_per_step_profiles_and_lines_against_the_tables(study) -> None:
                                             for s in (0, 1)]), np.stack([results.tables[(s, "test")]
                                             .profit_weighted_ce[:, 0] for s in (0, 1)]))  # fmt: skip
     assert line.startswith("[hand] ponder-trained TRMs minus the BCE TRMs on test: accuracy at step 1 0.7500 vs 0.0000")
-    assert (f"profit_weighted_ce at step 1 {own_ce:.4f} vs {bce_ce:.4f}, difference {difference.estimate:+.4f} "
+    assert (f"profit-weighted CE at step 1 {own_ce:.4f} vs {bce_ce:.4f}, difference {difference.estimate:+.4f} "
             f"[{difference.low:+.4f}, {difference.high:+.4f}] (lower)") in line
     assert "accuracy at step 3 0.0000 vs 1.0000, difference -1.0000" in line
