@@ -36,11 +36,12 @@ NOTEBOOK = EXPERIMENTS / "halting_curves.ipynb"
 TASK = "regime-chain"
 TINY = {"tasks": [TASK], "trm_seeds": [0, 1], "step_costs": [0.01], "rl_seeds": [0], "total_timesteps": 1024,
         "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"], "timing_samples": 300,
-        "timing_rounds": 1, "latency_samples": 5}  # fmt: skip
-PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty", "wall_time")
+        "timing_rounds": 1, "latency_samples": 5, "joint": ["ponder_joint"]}  # fmt: skip
+PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty", "wall_time", "joint_steps")
 FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
-            "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag"}  # fmt: skip
-GROUPS = ("rules", "rl", "fitted_q", "continuation_head")
+            "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag",
+            "ponder_joint"}  # fmt: skip
+GROUPS = ("rules", "rl", "fitted_q", "continuation_head", "ponder_joint")  # ponder_joint: on its own TRMs
 SERIAL = ("--backend", "serial")  # run.py defaults to Ray (faster for the real configs); tiny runs need no start-up
 PER_SEED = 1 + len(GROUPS)  # per TRM seed: one RL agent and its evaluation groups
 STAGES = 2 * PER_SEED + 1  # and the task's live stage
@@ -323,7 +324,8 @@ def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: Modu
         ({"tasks": ["nasdaq"]}, r"a checkpoint per TRM seed; \[.nasdaq.\] lack one"),
         ({"checkpoints": {"sp500": ["x"]}}, "checkpoints must map tasks"),
         ({"checkpoints": {TASK: ["x"]}}, "one run directory per TRM seed"),
-        ({"trm_seeds": [0, 7]}, r"\['regime-chain'\] lack one"),
+        ({"trm_seeds": [0, 7]}, r"\['regime-chain', 'regime-chain \(ponder\)'\] lack one \(\"joint\": \[\] runs"),
+        ({"joint": ["pondernet"]}, r"joint must be a list of \['ponder_joint', 'act_joint', 'q_halt_joint'\]"),
         ({"tasks": []}, "non-empty list of tasks"),
     ],
 )
