@@ -323,7 +323,7 @@ def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: Modu
         ({"tasks": ["nasdaq"]}, r"a checkpoint per TRM seed; \[.nasdaq.\] lack one"),
         ({"checkpoints": {"sp500": ["x"]}}, "checkpoints must map tasks"),
         ({"checkpoints": {TASK: ["x"]}}, "one run directory per TRM seed"),
-        ({"trm_seeds": [0, 7]}, r"\['regime-chain'\] lack one"),
+        ({"trm_seeds": [0, 42]}, r"\[.regime-chain.\] lack one"),
         ({"tasks": []}, "non-empty list of tasks"),
     ],
 )
