@@ -62,7 +62,7 @@ COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2], r
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
                   total_timesteps=200_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
-                  n_resamples=1000, timing_samples=2048, timing_rounds=3, latency_samples=100),
+                  n_resamples=1000, timing_samples=2048, timing_rounds=3, latency_samples=100, live_all_seeds=False),
     # full: the extrapolation split too; three RL and learner seeds; PPO for 500k steps with its learning rate decayed
     # to 0 (docs/rl_tuning.md); every PonderNet variant and ACT cost. RL trains at the evaluation cost only (a
     # list of costs makes the training cost a knob chosen on val, at one RL training per cost and seed).
@@ -70,7 +70,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
                  rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2], learner_seeds=[0, 1, 2], total_timesteps=500_000,
                  hyperparameters={"learning_rate_end": 0.0}, ponder_variants=[list(v) for v in PONDER_VARIANTS],
                  act_taus=list(GRIDS["act"]), n_resamples=2000, timing_samples=4096, timing_rounds=5,
-                 latency_samples=300),
+                 latency_samples=300, live_all_seeds=True),
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",
@@ -100,6 +100,8 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
     for key in POSITIVE:
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {config[key]!r}")
+    if not isinstance(config["live_all_seeds"], bool):
+        raise ValueError(f"live_all_seeds must be true or false, got {config['live_all_seeds']!r}")
     unknown = sorted(set(config["learners"]) - set(LEARNERS))
     if unknown:
         raise ValueError(f"learners must be a list of {list(LEARNERS)}; unknown: {unknown}")
@@ -245,8 +247,12 @@ class Run:
 
     def live(self, task: str, checkpoints: dict[int, Path], chosen: dict[str, float],
              rl: dict[int, tuple[list[Path], list[dict], list[int | None]]]) -> Path:  # fmt: skip
-        """Stage 5: every deployable val-chosen point of ``task`` run live: equality, wall time, latency."""
+        """Stage 5: every deployable val-chosen point of ``task`` run live: equality on every TRM seed (the first
+        one only unless ``live_all_seeds``: each seed refits the learned families), wall time and latency."""
         c = self.config
+        if not c["live_all_seeds"]:
+            first = min(checkpoints)
+            checkpoints, rl = {first: checkpoints[first]}, {first: rl[first]}
         settings = {**self._settings(), **{key: c[key] for key in POSITIVE}}
         path = self.out / "live" / f"{task}.json"
         key = {"stage": "live", "task_kwargs": self._task_kwargs(task), "chosen": chosen, "settings": settings,

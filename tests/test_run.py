@@ -36,7 +36,7 @@ NOTEBOOK = EXPERIMENTS / "halting_curves.ipynb"
 TASK = "regime-chain"
 TINY = {"tasks": [TASK], "trm_seeds": [0, 1], "step_costs": [0.01], "rl_seeds": [0], "total_timesteps": 1024,
         "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"], "timing_samples": 300,
-        "timing_rounds": 1, "latency_samples": 5}  # fmt: skip
+        "timing_rounds": 1, "latency_samples": 5, "live_all_seeds": True}  # fmt: skip
 PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty", "wall_time")
 FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
             "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag"}  # fmt: skip
