@@ -51,12 +51,12 @@ from agents.rundir import is_fresh, remove_temp_files, run_keyed, run_lock
 from agents.stages import evaluate_stage, train_rl_stage, train_trm_stage
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import write_json_atomic
-from trm_env.rollouts import shipped_checkpoint
+from trm_env.rollouts import SHIPPED_SEEDS, shipped_checkpoint
 from trm_env.training import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_BACKEND = "ray"  # make run, quick config, 2 cores: 239 s on Ray vs 315 s serial (README)
-COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2], retrain=False,
+COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2, 3, 4], retrain=False,
               eval_step_cost=DEFAULT_STEP_COST, learners=list(LEARNERS), task_kwargs={}, checkpoints={}, algo="ppo",
               n_envs=N_ENVS["ppo"], hyperparameters={})
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -66,7 +66,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # full: the extrapolation split too; three RL and learner seeds; PPO for 500k steps with its learning rate decayed
     # to 0 (docs/rl_tuning.md); every PonderNet variant and ACT cost. RL trains at the evaluation cost only (a
     # list of costs makes the training cost a knob chosen on val, at one RL training per cost and seed).
-    "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], step_costs=[DEFAULT_STEP_COST],
+    "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], trm_seeds=list(SHIPPED_SEEDS),
+                 step_costs=[DEFAULT_STEP_COST],
                  rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2], learner_seeds=[0, 1, 2], total_timesteps=500_000,
                  hyperparameters={"learning_rate_end": 0.0}, ponder_variants=[list(v) for v in PONDER_VARIANTS],
                  act_taus=list(GRIDS["act"]), n_resamples=2000, timing_samples=4096, timing_rounds=5,

@@ -59,7 +59,7 @@ __all__ = [
 
 REWARDS = ("profit_weighted_ce", "pnl", "correct")
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
-SHIPPED_SEEDS = (0, 1, 2)
+SHIPPED_SEEDS = tuple(range(10))
 _PACKAGE = Path(__file__).parent
 # the code a table depends on: part of its key
 _CODE = ("rollouts.py", "observation.py", "stepping.py", "model.py", "loss.py")
@@ -162,7 +162,7 @@ def default_cache_dir() -> Path | None:
 
 
 def shipped_checkpoint(task_name: str, seed: int = 0) -> Path:
-    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (0, 1 and 2 are shipped)."""
+    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (``SHIPPED_SEEDS``: 0..9)."""
     return CHECKPOINT_DIR / task_name / f"seed{seed}"
 
 
