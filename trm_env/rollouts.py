@@ -80,8 +80,8 @@ class Rollouts:
     """One model's trajectories over one split: N samples x K steps (step t+1 at position t).
 
     ``observations[mode]`` (N, K, D) float32 for "summary" and "latent"; ``halt_reward[reward]`` (N, K)
-    float64, the terminal reward of halting at step t+1 before step costs; per step (N, K):
-    ``prediction``, ``correct``, ``pnl`` (realized pnl of the prediction), ``profit_weighted_ce``,
+    float64, the terminal reward of halting at step t+1 before step costs; per step (N, K): ``prediction``,
+    ``correct``, ``pnl`` (realized pnl of the prediction; NaN without a pnl matrix), ``profit_weighted_ce``,
     ``halt_prob``; per sample (N,): ``index`` (row in the task), ``label``, ``difficulty`` and ``date``
     where the task has them, and the task's privileged ``reference_steps``. ``has_halt_head``: whether the model
     gave halt logits (if not, ``halt_prob`` is 0.5 everywhere and the study skips the halt-head family).
