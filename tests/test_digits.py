@@ -145,7 +145,7 @@ def test_saved_tables_are_read_checked_and_keyed(tmp_path: Path) -> None:
     assert source_digest(paths) != digest
 
 
-@pytest.mark.slow  # three models, every family, 100k PPO steps per model: about two minutes on 2 cores
+@pytest.mark.slow  # three models, every family, 100k PPO steps per model: about a minute on 2 cores
 def test_full_digits_study(digits: ModuleType, tmp_path: Path) -> None:
     assert digits.main(["--out", str(tmp_path)]) == 0
     summary = pd.read_csv(tmp_path / "study" / "summary.csv")
