@@ -44,3 +44,17 @@ def test_section_examples_run(heading: str) -> None:
     assert examples, f"README's '{heading}' section has no Python example"
     for example in examples:
         _run(example)
+
+
+def test_bring_your_own_model_section_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both paths of the section: an .npz of per-step logits through ``Rollouts.from_arrays``, and a stepper live."""
+    (example,) = _blocks("python", _section("Bring your own model"))
+    code = [line for line in example.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(code) <= 10, f"the section promises at most ten lines of Python, it has {len(code)}"
+    monkeypatch.chdir(tmp_path)  # the example writes its .npz to the working directory
+    namespace = _run(example)
+    assert (tmp_path / "exits.npz").is_file() and "np.load(" in example and ".npz" in example
+    table, frame = namespace["table"], namespace["frame"]
+    assert type(table).__name__ == "Rollouts" and table.max_steps >= 2
+    assert "checkpoint=" in example and frame["halt_step"].between(1, table.max_steps).all()
+    assert frame.attrs["compute"]["sample_steps"] == frame["halt_step"].sum()

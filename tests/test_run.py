@@ -4,7 +4,6 @@ bad input, failed stages, and the notebook executed against the tiny run."""
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import load_script
 from scipy import stats
 
 from agents.evaluation import EPISODE_COLUMNS
@@ -53,17 +53,9 @@ def assert_same_summary(run: Path, other: Path) -> None:
     pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
 
 
-def _load_run_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("experiments_run", EXPERIMENTS / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def run_module() -> ModuleType:
-    return _load_run_module()
+    return load_script("run")
 
 
 def _config(folder: Path, **overrides: object) -> Path:
