@@ -14,6 +14,7 @@ worse?": each objective's models against the BCE models, test accuracy and profi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,28 +22,30 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from agents.joint import JOINT_FAMILIES
+from agents.sources import split_table
 from agents.stats import Draws
 from agents.study import Results
-from trm_env.rollouts import simulate
-from trm_env.task import Task
+from trm_env.resolve import JOINT_SEEDS
 
-__all__ = ["JOINT_CHECKPOINTS", "JOINT_SEEDS", "JOINT_TASKS", "JOINT_VERDICTS", "add_joint_tables", "plot_steps",
-           "step_lines", "step_profiles"]  # fmt: skip
+__all__ = ["JOINT_CHECKPOINTS", "JOINT_COMPARED", "JOINT_GROUPS", "JOINT_INPUTS", "JOINT_SEEDS", "JOINT_TASKS",
+           "JOINT_VERDICTS", "add_joint_tables", "plot_steps", "step_lines", "step_profiles"]  # fmt: skip
 
 JOINT_CHECKPOINTS = "joint_checkpoints"  # in a TRM seed's artifacts: joint family -> the folder of its own TRM
 JOINT_TASKS = ("sp500", "regime-chain", "pointer")  # the tasks that ship joint TRMs, seeds JOINT_SEEDS
-JOINT_SEEDS = (0, 1, 2, 3, 4)
+JOINT_GROUPS = (JOINT_CHECKPOINTS, *JOINT_FAMILIES)  # a TRM seed's artifacts of the joint families
+JOINT_INPUTS = ("checkpoint", "rules", "rl", "fitted_q", *JOINT_GROUPS)  # the artifacts their analysis reads
+JOINT_COMPARED = ("fixed_depth", "oracle", "halt_head", "rl_ppo", "fitted_q", *JOINT_FAMILIES)  # and its families
 JOINT_VERDICTS = tuple((family, other) for family in JOINT_FAMILIES for other in ("halt_head", "rl_ppo", "fitted_q"))
 METRICS = {"correct": "accuracy", "profit_weighted_ce": "profit_weighted_ce"}  # table attribute -> column
 LABELS = {"accuracy": "accuracy", "profit_weighted_ce": "profit-weighted CE"}
 
 
-def add_joint_tables(results: Results, task: Task, seed: int, folders: dict[str, Path], splits: tuple[str, ...]
-                     ) -> None:  # fmt: skip
+def add_joint_tables(results: Results, task: str, task_kwargs: dict[str, Any], seed: int, folders: dict[str, Path],
+                     splits: tuple[str, ...]) -> None:  # fmt: skip
     """Each joint family's tables of TRM seed ``seed`` on ``splits``, from the folder of its own TRM."""
     for family, folder in folders.items():
         for split in splits:
-            results.family_tables[(family, seed, split)] = simulate(task, folder, split=split)
+            results.family_tables[(family, seed, split)] = split_table(task, task_kwargs, folder, split)
 
 
 def _per_step(results: Results, family: str | None, metric: str) -> np.ndarray:

@@ -14,7 +14,8 @@ evaluation stage fitted them, learner seed 0; RL agents loaded) and:
 
 Everything runs on the CPU with one torch thread. The oracle and the privileged rules read the label: no
 compute columns. A joint family (``agents.joint``) runs on its own TRMs (``joint``: seed -> family -> folder):
-its equality against its own tables on every seed, its throughput against its own TRM's full depth.
+its equality against its own tables on each seed given, its throughput against its own TRM's full depth on the
+first.
 """
 
 from __future__ import annotations

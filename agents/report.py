@@ -15,6 +15,9 @@ from agents.curves import summarize as curve_summary
 from agents.joint import JOINT_FAMILIES
 from agents.joint_study import (
     JOINT_CHECKPOINTS,
+    JOINT_COMPARED,
+    JOINT_GROUPS,
+    JOINT_INPUTS,
     JOINT_VERDICTS,
     add_joint_tables,
     plot_steps,
@@ -24,12 +27,11 @@ from agents.joint_study import (
 from agents.measure import COMPUTE_COLUMNS
 from agents.plots import plot_curves, plot_difficulty, plot_halting_steps, plot_wall_time, save_figure
 from agents.policies import LEARNED_FAMILIES
+from agents.sources import split_table
 from agents.stages import EVAL_SPLITS, halting_frame, load_points
 from agents.stats import Draws, block_length
 from agents.study import Results, choose, curves, oracle_split, summarize, verdict
 from trm_env.io import atomic_path
-from trm_env.rollouts import simulate
-from trm_env.tasks import load_task
 
 __all__ = ["PROTOCOL", "Analysis", "analyse", "markdown_table", "write_outputs"]
 
@@ -41,7 +43,7 @@ PROTOCOL = (
     "blocks of consecutive days on market tasks), with Satterthwaite's degrees of freedom; shares get Fieller's "
     "interval."
 )
-VERDICTS = (("rl_ppo", "halt_head"), ("rl_ppo", "fitted_q"), ("halt_head", "fitted_q"), *JOINT_VERDICTS)
+VERDICTS = (("rl_ppo", "halt_head"), ("rl_ppo", "fitted_q"), ("halt_head", "fitted_q"))
 LEARNED = ("halt_head", *LEARNED_FAMILIES, *JOINT_FAMILIES)
 
 
@@ -55,7 +57,7 @@ class TaskAnalysis:
     verdicts: list[dict[str, Any]]
     oracle: dict[str, float]
     blocks: dict[str, int]
-    halt_target_rate: np.ndarray
+    halt_target_rate: np.ndarray | None  # None: the model came as saved tables (agents.sources)
     lines: list[str] = field(default_factory=list)
     compute: dict[str, Any] = field(default_factory=dict)
     step_profiles: pd.DataFrame | None = None  # per-step test quality of the BCE and joint TRMs (agents.joint_study)
@@ -77,19 +79,22 @@ class Analysis:
         return "\n".join([table, "", *[line for t in self.tasks for line in t.lines]])
 
 
-def _results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Path]], step_cost: float) -> Results:
-    results, loaded = Results(task, sorted(seeds), step_cost), load_task(task, **task_kwargs)
+def _results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Any]], step_cost: float,
+             families: tuple[str, ...] | None = None) -> Results:  # fmt: skip
+    """A task's ``Results`` from its artifacts per TRM seed (only the points of ``families``, if given)."""
+    results = Results(task, sorted(seeds), step_cost)
     for seed, paths in seeds.items():
         for split in EVAL_SPLITS:
-            results.tables[(seed, split)] = simulate(loaded, paths["checkpoint"], split=split)
-        add_joint_tables(results, loaded, seed, paths.get(JOINT_CHECKPOINTS, {}), EVAL_SPLITS)
+            results.tables[(seed, split)] = split_table(task, task_kwargs, paths["checkpoint"], split)
+        add_joint_tables(results, task, task_kwargs, seed, paths.get(JOINT_CHECKPOINTS, {}), EVAL_SPLITS)
         for group, path in paths.items():
             if group in ("checkpoint", JOINT_CHECKPOINTS):
                 continue
             points, steps = load_points(path)
             for split in EVAL_SPLITS:
                 for point, row in zip(points, steps[split], strict=True):
-                    results.add(seed, split, point, row)
+                    if families is None or point["policy"] in families:
+                        results.add(seed, split, point, row)
     return results
 
 
@@ -131,6 +136,8 @@ def _lines(t: TaskAnalysis) -> list[str]:
     s = t.summary.set_index("policy")
     rate = t.halt_target_rate
     lines = [f"[{t.task}] block length of the bootstrap: {t.blocks} samples per split",
+             f"[{t.task}] the models came as saved tables (one per TRM seed): no halt-head training target to report "
+             f"and no live stage (no model to run)" if rate is None else
              f"[{t.task}] the halt head's training target (TRMLoss: confident and correct) is positive for "
              f"{rate.mean():.1%} of train samples over all steps (step 1: {rate[0]:.1%}, step K: {rate[-1]:.1%}; "
              f"mean over TRM seeds)"]  # fmt: skip
@@ -173,7 +180,9 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
             config: dict[str, Any]) -> Analysis:  # fmt: skip
     tasks = []
     for task, seeds in artifacts.items():
-        results = _results(task, config["task_kwargs"].get(task, {}), seeds, config["eval_step_cost"])
+        kwargs, cost = config["task_kwargs"].get(task, {}), config["eval_step_cost"]
+        own = {seed: {g: p for g, p in paths.items() if g not in JOINT_GROUPS} for seed, paths in seeds.items()}
+        results = _results(task, kwargs, own, cost)
         draws, blocks = _draws(results, config["n_resamples"])
         curve = curves(results, draws)
         chosen = choose(curve)
@@ -184,21 +193,44 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
         present = set(chosen["policy"])
         verdicts = [verdict(results, chosen, draws["test"], a, b) for a, b in VERDICTS if {a, b} <= present]
         rates = [json.loads((paths["checkpoint"] / "metrics.json").read_text())["train"]["halt_target_rate"]
-                 for paths in seeds.values()]  # fmt: skip
+                 for paths in seeds.values() if not isinstance(paths["checkpoint"], dict)]  # fmt: skip
         analysis = TaskAnalysis(task, curve, chosen, summary, _episodes(results, chosen), verdicts,
-                                oracle_split(curve), blocks, np.mean(rates, axis=0))  # fmt: skip
-        analysis.lines = _lines(analysis) + step_lines(results, draws["test"])
-        if results.family_tables:
-            analysis.step_profiles = step_profiles(results)
+                                oracle_split(curve), blocks, np.mean(rates, axis=0) if rates else None)  # fmt: skip
+        joint = {seed: {g: p for g, p in paths.items() if g in JOINT_INPUTS} for seed, paths in seeds.items()
+                 if paths.get(JOINT_CHECKPOINTS)}  # fmt: skip
+        lines = _add_joint(analysis, _results(task, kwargs, joint, cost, JOINT_COMPARED), config) if joint else []
+        analysis.lines = _lines(analysis) + lines
         tasks.append(analysis)
     seconds = [json.loads(p.with_suffix(".json").read_text())["train_seconds"]
                for per_task in agents.values() for paths in per_task.values() for p in paths]  # fmt: skip
     return Analysis(tasks, seconds)
 
 
+def _add_joint(analysis: TaskAnalysis, results: Results, config: dict[str, Any]) -> list[str]:
+    """Analyse the joint families on the TRM seeds that have them (``results``: theirs and the families they are
+    compared with, ``JOINT_COMPARED``), add their rows to ``analysis``; return the per-step lines."""
+    draws, _ = _draws(results, config["n_resamples"])
+    curve = curves(results, draws)
+    chosen = choose(curve)
+    summary = summarize(results, chosen, draws["test"])
+    extra = curve_summary(curve[curve["split"] == "test"], max_steps=results.tables[(results.trm_seeds[0], "test")]
+                          .max_steps)  # fmt: skip
+    summary = summary.merge(extra[["policy", "auc_accuracy", "vs_halt_head"]], on="policy", how="left")
+    mine = chosen[chosen["policy"].isin(JOINT_FAMILIES)]
+    frames = {"curves": curve, "chosen": mine, "summary": summary, "episodes": _episodes(results, mine)}
+    for name, frame in frames.items():
+        setattr(analysis, name, pd.concat([getattr(analysis, name), frame[frame["policy"].isin(JOINT_FAMILIES)]],
+                                          ignore_index=True))  # fmt: skip
+    present = set(chosen["policy"])
+    analysis.verdicts += [verdict(results, chosen, draws["test"], a, b) for a, b in JOINT_VERDICTS if {a, b} <= present]
+    analysis.step_profiles = step_profiles(results)
+    return step_lines(results, draws["test"])
+
+
 def add_compute(analysis: Analysis, live: dict[str, Path]) -> None:
-    """Merge each task's live measurements (``agents.measure.live_stage``) into its summary and report lines."""
-    for t in analysis.tasks:
+    """Merge each task's live measurements (``agents.measure.live_stage``) into its summary and report lines
+    (tasks of saved tables have none)."""
+    for t in (t for t in analysis.tasks if t.task in live):
         t.compute = json.loads(live[t.task].read_text())
         timing, mismatches = t.compute["timing"], t.compute["mismatches"]
         for column in COMPUTE_COLUMNS:

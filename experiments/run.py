@@ -24,6 +24,11 @@ run loses only the stages that were running; ``--force`` redoes all; ``config.js
 6. the outputs: ``curves.csv`` (every point, val and test), ``summary.csv`` (val-chosen points on test, with
    the measured compute), ``episodes.csv`` (their test episodes), the plots and ``report.md``.
 
+Any other model joins as saved tables (``agents.sources``): ``"tables": {task: [{"halt": path, "val": path, "test":
+path}, ...]}`` names, per task, one entry per TRM seed (several models count as seeds) of ``.npz`` files of per-step
+outputs (``Rollouts.from_arrays``' arguments) or ``Rollouts.save`` folders. Such a task runs stages 2-4 and 6 as
+any other (the halt-head family only where halt logits are given); it has no model to run, so no live stage.
+
 Stages 1-3 (and 5) are independent tasks; by default they run on a local Ray with the machine's cores
 (``--backend ray``, measured faster than ``--backend serial`` for ``make run`` on 2 cores), or on a cluster with
 ``--address``. A run holds an exclusive lock on ``--out`` (``.run.lock``): a second run there stops at once,
@@ -33,7 +38,6 @@ naming the first's PID. It starts by deleting the temp files that a killed run's
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -52,33 +56,38 @@ from agents.measure import deployable_choices, live_stage
 from agents.report import add_compute, analyse, write_outputs
 from agents.rl import HYPERPARAMETERS, N_ENVS
 from agents.rundir import is_fresh, remove_temp_files, run_keyed, run_lock
+from agents.sources import ModelSource, check_tables, source_digest
 from agents.stages import evaluate_stage, train_rl_stage, train_trm_stage
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import write_json_atomic
-from trm_env.rollouts import shipped_checkpoint
+from trm_env.resolve import JOINT_SEEDS
+from trm_env.rollouts import SHIPPED_SEEDS, shipped_checkpoint
 from trm_env.training import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_BACKEND = "ray"  # make run, quick config, 2 cores: 239 s on Ray vs 315 s serial (README)
-COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2], retrain=False,
-              eval_step_cost=DEFAULT_STEP_COST, learners=list(LEARNERS), task_kwargs={}, checkpoints={}, algo="ppo",
-              n_envs=N_ENVS["ppo"], hyperparameters={}, joint=list(JOINT_FAMILIES))
+COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2, 3, 4], retrain=False,
+              eval_step_cost=DEFAULT_STEP_COST, learners=list(LEARNERS), task_kwargs={}, checkpoints={}, tables={},
+              algo="ppo", n_envs=N_ENVS["ppo"], hyperparameters={}, joint=list(JOINT_FAMILIES),
+              joint_seeds=list(JOINT_SEEDS))
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
                   total_timesteps=200_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
-                  n_resamples=1000, timing_samples=2048, timing_rounds=3, latency_samples=100),
+                  n_resamples=1000, timing_samples=2048, timing_rounds=3, latency_samples=100, live_all_seeds=False),
     # full: the extrapolation split too; three RL and learner seeds; PPO for 500k steps with its learning rate decayed
     # to 0 (docs/rl_tuning.md); every PonderNet variant and ACT cost. RL trains at the evaluation cost only (a
     # list of costs makes the training cost a knob chosen on val, at one RL training per cost and seed).
-    "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], step_costs=[DEFAULT_STEP_COST],
+    "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], trm_seeds=list(SHIPPED_SEEDS),
+                 step_costs=[DEFAULT_STEP_COST],
                  rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2], learner_seeds=[0, 1, 2], total_timesteps=500_000,
                  hyperparameters={"learning_rate_end": 0.0}, ponder_variants=[list(v) for v in PONDER_VARIANTS],
                  act_taus=list(GRIDS["act"]), n_resamples=2000, timing_samples=4096, timing_rounds=5,
-                 latency_samples=300),
+                 latency_samples=300, live_all_seeds=True),
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",
-           "learner_seeds": "a non-empty list of integers"}  # fmt: skip
+           "learner_seeds": "a non-empty list of integers",
+           "joint_seeds": "a non-empty list of integers"}  # fmt: skip
 POSITIVE = ("timing_samples", "timing_rounds", "latency_samples")
 
 
@@ -104,20 +113,33 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
     for key in POSITIVE:
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {config[key]!r}")
+    if not isinstance(config["live_all_seeds"], bool):
+        raise ValueError(f"live_all_seeds must be true or false, got {config['live_all_seeds']!r}")
     for key, valid in (("learners", LEARNERS), ("joint", JOINT_FAMILIES)):
         unknown = sorted(set(config[key]) - set(valid))
         if unknown:
             raise ValueError(f"{key} must be a list of {list(valid)}; unknown: {unknown}")
     if config["algo"] not in HYPERPARAMETERS:
         raise ValueError(f"algo must be one of {sorted(HYPERPARAMETERS)}, got {config['algo']!r}")
-    for key in ("task_kwargs", "checkpoints"):
+    for key in ("task_kwargs", "checkpoints", "tables"):
         if not isinstance(config[key], dict) or not set(config[key]) <= set(config["tasks"]):
             raise ValueError(f"{key} must map tasks of the config to their values, got {config[key]!r}")
+    both = sorted(set(config["checkpoints"]) & set(config["tables"]))
+    if both:
+        raise ValueError(f"give a task checkpoints or tables, not both: {both}")
+    for task, entries in config["tables"].items():
+        check_tables(task, entries, config["trm_seeds"])
+    joint = any(len(_haltings(config, t)) > 1 for t in config["tasks"] if t not in config["tables"])
+    if joint and not set(config["joint_seeds"]) <= set(config["trm_seeds"]):
+        raise ValueError(f"joint_seeds must be among trm_seeds {config['trm_seeds']} (joint TRM seed k is paired with "
+                         f"the BCE TRM's seed k; \"joint\": [] runs without the joint families), got "
+                         f"{config['joint_seeds']!r}")  # fmt: skip
     for task, folders in config["checkpoints"].items():
         if not isinstance(folders, list) or len(folders) != len(config["trm_seeds"]):
             raise ValueError(f"checkpoints[{task!r}] must list one run directory per TRM seed {config['trm_seeds']}")
-    missing = sorted({t if h == "bce" else f"{t} ({h})" for t in config["tasks"] for s in config["trm_seeds"]
-                      for h in _haltings(config, t) if not _source(config, t, s, h).is_file()})  # fmt: skip
+    missing = sorted({t if h == "bce" else f"{t} ({h})" for t in config["tasks"] if t not in config["tables"]
+                      for h in _haltings(config, t) for s in _seeds(config, h)
+                      if not _source(config, t, s, h).is_file()})  # fmt: skip
     if not config["tasks"] or missing:
         what = "a training config in experiments/configs" if config["retrain"] else "a checkpoint per TRM seed"
         hint = " (\"joint\": [] runs without the joint families)" if any("(" in m for m in missing) else ""
@@ -130,6 +152,11 @@ def _haltings(config: dict[str, Any], task: str) -> list[str]:
     return ["bce", *(JOINT_FAMILIES[f] for f in config["joint"] if task in JOINT_TASKS)]
 
 
+def _seeds(config: dict[str, Any], halting: str) -> list[int]:
+    """The TRM seeds of a training objective: ``trm_seeds`` for "bce", ``joint_seeds`` for a joint objective."""
+    return config["trm_seeds"] if halting == "bce" else config["joint_seeds"]
+
+
 def _source(config: dict[str, Any], task: str, seed: int, halting: str = "bce") -> Path:
     """What a TRM seed needs before any work: its training config (retrain) or its checkpoint."""
     name = task if halting == "bce" else f"{task}-{halting}"
@@ -138,10 +165,6 @@ def _source(config: dict[str, Any], task: str, seed: int, halting: str = "bce") 
     given = config["checkpoints"].get(task) if halting == "bce" else None
     folder = Path(given[config["trm_seeds"].index(seed)]) if given else shipped_checkpoint(task, seed, halting)
     return folder / "model.pt"
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Run:
@@ -206,8 +229,12 @@ class Run:
         if failed is not None:
             raise failed
 
-    def checkpoint(self, task: str, seed: int, halting: str = "bce") -> Path:
-        """Stage 1: the TRM folder of ``task``, ``seed`` and training objective (shipped, given, or retrained)."""
+    def checkpoint(self, task: str, seed: int, halting: str = "bce") -> ModelSource:
+        """Stage 1: the TRM folder of ``task``, ``seed`` and training objective (shipped, given in the config, or
+        retrained), or the model's saved tables per split."""
+        if task in self.config["tables"]:
+            return check_tables(task, self.config["tables"][task], self.config["trm_seeds"])[
+                self.config["trm_seeds"].index(seed)]
         source = _source(self.config, task, seed, halting)
         if not self.config["retrain"]:
             return source.parent
@@ -219,11 +246,14 @@ class Run:
         return folder
 
     def joint_checkpoints(self, task: str, seed: int) -> dict[str, Path]:
-        """Stage 1 for the joint families of ``task``: family -> the folder of its own TRM seed ``seed``."""
+        """Stage 1 for the joint families of ``task``: family -> the folder of its own TRM seed ``seed`` (none for
+        a seed outside ``joint_seeds`` or a task of saved tables)."""
+        if task in self.config["tables"] or seed not in self.config["joint_seeds"]:
+            return {}
         return {family: self.checkpoint(task, seed, JOINT_FAMILIES[family]) for family in self.config["joint"]
                 if task in JOINT_TASKS}  # fmt: skip
 
-    def rl_agents(self, task: str, seed: int, checkpoint: Path
+    def rl_agents(self, task: str, seed: int, checkpoint: ModelSource
                   ) -> tuple[list[Path], list[dict[str, Any]], list[int | None]]:  # fmt: skip
         """Stage 2: one agent per RL training cost and RL seed, trained on the halt split: paths, keys, jobs."""
         c = self.config
@@ -233,7 +263,7 @@ class Run:
             for rl_seed in c["rl_seeds"]:
                 path = self.out / "rl" / task / f"trm{seed}" / f"{c['algo']}_cost{cost:g}_seed{rl_seed}.pt"
                 key = {"stage": "rl", "task": task, "task_kwargs": self._task_kwargs(task),
-                       "checkpoint": sha256_file(checkpoint / "model.pt"), "cost": cost, "seed": rl_seed, **settings,
+                       "checkpoint": source_digest(checkpoint), "cost": cost, "seed": rl_seed, **settings,
                        "defaults": HYPERPARAMETERS[c["algo"]]}  # fmt: skip
                 jobs.append(self.stage(f"rl/{task}/trm{seed}/{path.stem}", path, key, train_rl_stage, task=task,
                                        task_kwargs=self._task_kwargs(task), checkpoint=checkpoint, step_cost=cost,
@@ -243,8 +273,9 @@ class Run:
                 keys.append(key)
         return paths, keys, jobs
 
-    def evaluations(self, task: str, seed: int, checkpoint: Path, rl: tuple[list[Path], list[dict], list[int | None]],
-                    joint: dict[str, Path]) -> dict[str, Path]:  # fmt: skip
+    def evaluations(self, task: str, seed: int, checkpoint: ModelSource,
+                    rl: tuple[list[Path], list[dict], list[int | None]], joint: dict[str, Path]
+                    ) -> dict[str, Path]:  # fmt: skip
         """Stage 3: every policy group's halting steps on val and test (the RL group after its agents; a joint
         family on its own TRM, ``joint``)."""
         settings = self._settings()
@@ -254,7 +285,7 @@ class Run:
         for group, folder in groups:
             path = self.out / "episodes" / task / f"trm{seed}" / f"{group}.npz"
             key = {"stage": "evaluate", "group": group, "task_kwargs": self._task_kwargs(task),
-                   "checkpoint": sha256_file(folder / "model.pt"), "settings": settings,
+                   "checkpoint": source_digest(folder), "settings": settings,
                    "grids": {"rules": DEFAULT_PARAMS, "learners": GRIDS, "joint": JOINT_GRIDS},
                    "rl": keys if group == "rl" else []}  # fmt: skip
             self.stage(f"episodes/{task}/trm{seed}/{group}", path, key, evaluate_stage,
@@ -267,16 +298,20 @@ class Run:
     def live(self, task: str, checkpoints: dict[int, Path], chosen: dict[str, float],
              rl: dict[int, tuple[list[Path], list[dict], list[int | None]]], joint: dict[int, dict[str, Path]]
              ) -> Path:  # fmt: skip
-        """Stage 5: every deployable val-chosen point of ``task`` run live: equality, wall time, latency (a joint
-        family on its own TRMs, ``joint``: seed -> family -> folder)."""
+        """Stage 5: every deployable val-chosen point of ``task`` run live: equality on every TRM seed (the first
+        one only unless ``live_all_seeds``: each seed refits the learned families; a joint family on its own TRMs,
+        ``joint``: seed -> family -> folder), wall time and latency."""
         c = self.config
+        if not c["live_all_seeds"]:
+            first = min(checkpoints)
+            checkpoints, rl = {first: checkpoints[first]}, {first: rl[first]}
+            joint = {seed: joint[seed] for seed in sorted(joint)[:1]}
         settings = {**self._settings(), **{key: c[key] for key in POSITIVE}}
         path = self.out / "live" / f"{task}.json"
         key = {"stage": "live", "task_kwargs": self._task_kwargs(task), "chosen": chosen, "settings": settings,
-               "checkpoints": {seed: sha256_file(folder / "model.pt") for seed, folder in checkpoints.items()},
+               "checkpoints": {seed: source_digest(folder) for seed, folder in checkpoints.items()},
                "rl": {seed: keys for seed, (_, keys, _) in rl.items()},
-               "joint": {seed: {f: sha256_file(d / "model.pt") for f, d in folders.items()}
-                         for seed, folders in joint.items()}}  # fmt: skip
+               "joint": {seed: {f: source_digest(d) for f, d in folders.items()} for seed, folders in joint.items()}}
         self.stage(f"live/{task}", path, key, live_stage, task=task, task_kwargs=self._task_kwargs(task),
                    checkpoints=checkpoints, chosen=chosen, settings=settings,
                    rl_paths={seed: paths for seed, (paths, _, _) in rl.items()}, out=path, joint=joint)  # fmt: skip
@@ -333,8 +368,8 @@ def _main(run: Run) -> int:
     analysis = analyse(artifacts, agents, config)
     live = {t.task: run.live(t.task, {seed: checkpoints[(t.task, seed)] for seed in config["trm_seeds"]},
                              deployable_choices(t.chosen), {seed: rl[(t.task, seed)] for seed in config["trm_seeds"]},
-                             {seed: joint[(t.task, seed)] for seed in config["trm_seeds"]})
-            for t in analysis.tasks}  # fmt: skip
+                             {seed: joint[(t.task, seed)] for seed in config["trm_seeds"] if joint[(t.task, seed)]})
+            for t in analysis.tasks if t.task not in config["tables"]}  # fmt: skip
     run.flush()
     add_compute(analysis, live)
     write_outputs(run.out, analysis, config)

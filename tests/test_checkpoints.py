@@ -1,5 +1,5 @@
-"""The checkpoints shipped inside the package (three TRM seeds per task, and the TRMs trained with each joint halting
-objective) reproduce their recorded metrics."""
+"""The checkpoints shipped inside the package (ten TRM seeds per task, and three TRMs per task trained with each joint
+halting objective) reproduce their recorded metrics."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from agents.joint import JOINT_FAMILIES
-from agents.joint_study import JOINT_SEEDS, JOINT_TASKS
+from agents.joint_study import JOINT_TASKS
 from trm_env import TinyRecursiveModel
+from trm_env.resolve import JOINT_SEEDS
 from trm_env.rollouts import SHIPPED_SEEDS, shipped_checkpoint
 from trm_env.tasks import load_task
 from trm_env.training import TrainConfig, evaluate_steps, train
@@ -38,7 +39,7 @@ def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(name: str, seed:
     model = TinyRecursiveModel.load(shipped_checkpoint(name, seed), input_dim=task.num_features)
     assert model.train_config == config["train"]  # the training config travels inside model.pt
     threshold = config["train"]["confidence_threshold"]
-    for split in ("halt", "val", "test"):
+    for split in ("halt", "val", "test") if seed < 3 else ("test",):  # every split of three seeds: the suite's time
         now = evaluate_steps(model, task, split, config["train"]["pnl_scale"], threshold)
         for key in ("accuracy", "mean_pnl", "profit_weighted_ce", "halt_target_rate"):
             np.testing.assert_allclose(now[key], metrics[split][key], rtol=0, atol=1e-6, err_msg=f"{split} {key}")

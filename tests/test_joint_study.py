@@ -4,11 +4,12 @@ fixed depth, verdicts, and the per-step comparison with the BCE TRMs."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import hand_rollouts
 
 from agents.joint_study import step_lines, step_profiles
-from agents.report import _episodes
+from agents.report import TaskAnalysis, _add_joint, _episodes
 from agents.stats import Draws
 from agents.study import Results, choose, curves, summarize, verdict
 
@@ -84,3 +85,28 @@ def test_per_step_profiles_and_lines_against_the_tables(study) -> None:
     assert (f"profit-weighted CE at step 1 {own_ce:.4f} vs {bce_ce:.4f}, difference {difference.estimate:+.4f} "
             f"[{difference.low:+.4f}, {difference.high:+.4f}] (lower)") in line
     assert "accuracy at step 3 0.0000 vs 1.0000, difference -1.0000" in line
+
+
+def test_the_joint_rows_join_a_task_analysed_on_more_seeds() -> None:
+    """The joint families' seeds (here 0 and 1) are analysed apart: only their rows join the task's (whose BCE
+    families ran on five seeds), with their own seed count, gains and verdicts on those seeds."""
+    results = _results()
+    bce_row = {"policy": "fixed_depth", "param": 3.0, "n_trm_seeds": 5}
+    analysis = TaskAnalysis("hand", pd.DataFrame([{**bce_row, "split": "test"}]), pd.DataFrame([bce_row]),
+                            pd.DataFrame([bce_row]), pd.DataFrame([{"policy": "fixed_depth", "trm_seed": 4}]),
+                            [{"first": "rl_ppo", "second": "halt_head"}], {}, {}, None)  # fmt: skip
+    lines = _add_joint(analysis, results, {"n_resamples": 300})
+    summary = analysis.summary.set_index("policy")
+    assert list(summary.index) == ["fixed_depth", "ponder_joint"] and summary["n_trm_seeds"].tolist() == [5, 2]
+    own, fixed = _returns(results, True, 1), _returns(results, False, K)
+    assert summary.loc["ponder_joint", "gain"] == pytest.approx((own - fixed).mean())
+    assert list(analysis.chosen["policy"]) == ["fixed_depth", "ponder_joint"]
+    assert set(analysis.curves["policy"]) == {"fixed_depth", "ponder_joint"}
+    assert (analysis.curves.loc[analysis.curves["policy"] == "ponder_joint", "n_trm_seeds"] == 2).all()
+    joint = analysis.episodes[analysis.episodes["policy"] == "ponder_joint"]
+    assert sorted(set(joint["trm_seed"])) == [0, 1] and len(joint) == 2 * N
+    assert [(v["first"], v["second"]) for v in analysis.verdicts] == [("rl_ppo", "halt_head"),
+                                                                    ("ponder_joint", "halt_head")]  # fmt: skip
+    assert analysis.verdicts[1]["difference"] == pytest.approx((own - _returns(results, False, 2)).mean())
+    assert len(lines) == 1 and lines[0].startswith("[hand] ponder-trained TRMs minus the BCE TRMs on test")
+    assert set(analysis.step_profiles["model"]) == {"bce", "ponder"}

@@ -4,7 +4,6 @@ bad input, failed stages, and the notebook executed against the tiny run."""
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import load_script
 from scipy import stats
 
 from agents.evaluation import EPISODE_COLUMNS
@@ -36,7 +36,8 @@ NOTEBOOK = EXPERIMENTS / "halting_curves.ipynb"
 TASK = "regime-chain"
 TINY = {"tasks": [TASK], "trm_seeds": [0, 1], "step_costs": [0.01], "rl_seeds": [0], "total_timesteps": 1024,
         "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"], "timing_samples": 300,
-        "timing_rounds": 1, "latency_samples": 5, "joint": ["ponder_joint"]}  # fmt: skip
+        "timing_rounds": 1, "latency_samples": 5, "live_all_seeds": True, "joint": ["ponder_joint"],
+        "joint_seeds": [0, 1]}  # fmt: skip
 PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty", "wall_time", "joint_steps")
 FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
             "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag",
@@ -54,17 +55,9 @@ def assert_same_summary(run: Path, other: Path) -> None:
     pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
 
 
-def _load_run_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("experiments_run", EXPERIMENTS / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def run_module() -> ModuleType:
-    return _load_run_module()
+    return load_script("run")
 
 
 def _config(folder: Path, **overrides: object) -> Path:
@@ -283,8 +276,8 @@ def test_retrain_is_keyed_on_the_training_config(run_module: ModuleType, tmp_pat
 
     monkeypatch.setattr(run_module, "CONFIG_DIR", configs)
     monkeypatch.setattr(run_module, "train_trm_stage", fake_train)
-    args = ["--config", str(_config(tmp_path, total_timesteps=256)), "--out", str(tmp_path / "run"), "--retrain",
-            *SERIAL]
+    args = ["--config", str(_config(tmp_path, total_timesteps=256, joint=[])), "--out", str(tmp_path / "run"),
+            "--retrain", *SERIAL]  # the BCE TRMs only (the joint ones retrain from their own configs)
     assert run_module.main(args) == 0 and run_module.main(args) == 0
     assert trained == [(1, 0), (1, 1)]
     (configs / f"{TASK}.json").write_text(json.dumps({"task": TASK, "epochs": 2}))
@@ -324,8 +317,11 @@ def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: Modu
         ({"tasks": ["nasdaq"]}, r"a checkpoint per TRM seed; \[.nasdaq.\] lack one"),
         ({"checkpoints": {"sp500": ["x"]}}, "checkpoints must map tasks"),
         ({"checkpoints": {TASK: ["x"]}}, "one run directory per TRM seed"),
-        ({"trm_seeds": [0, 7]}, r"\['regime-chain', 'regime-chain \(ponder\)'\] lack one \(\"joint\": \[\] runs"),
+        ({"trm_seeds": [0, 42], "joint_seeds": [0, 42]},
+         r"\['regime-chain', 'regime-chain \(ponder\)'\] lack one \(\"joint\": \[\] runs"),
         ({"joint": ["pondernet"]}, r"joint must be a list of \['ponder_joint', 'act_joint', 'q_halt_joint'\]"),
+        ({"joint_seeds": [0, 2]}, r"joint_seeds must be among trm_seeds \[0, 1\]"),
+        ({"joint_seeds": []}, "joint_seeds must be a non-empty list of integers"),
         ({"tasks": []}, "non-empty list of tasks"),
     ],
 )
