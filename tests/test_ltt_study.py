@@ -44,11 +44,11 @@ def hand_results(market: bool = False) -> Results:
             late = np.full(N, K)
             late[:EARLY] = 2 if seed == 1 else K
             smart = np.where(table.correct[:, 1], 2, K)
-            points = {**{("fixed_depth", k): np.full(N, k) for k in range(1, K + 1)},
-                      ("oracle", np.nan): table.best_steps("profit_weighted_ce", COST), ("halt_head", 0.9): late,
-                      ("halt_head", 0.5): np.full(N, 2), ("halt_head", 0.1): np.full(N, 1),
-                      ("fitted_q", -0.1): np.full(N, K), ("fitted_q", 0.0): smart,
-                      ("fitted_q", 0.1): np.full(N, 1)}  # fmt: skip
+            points = {**{("fixed_depth", k): np.full(N, k) for k in range(1, K + 1)},  # knobs in no particular order
+                      ("oracle", np.nan): table.best_steps("profit_weighted_ce", COST),
+                      ("halt_head", 0.5): np.full(N, 2), ("halt_head", 0.1): np.full(N, 1), ("halt_head", 0.9): late,
+                      ("fitted_q", 0.0): smart, ("fitted_q", 0.1): np.full(N, 1),
+                      ("fitted_q", -0.1): np.full(N, K)}  # fmt: skip
             for (family, param), steps in points.items():
                 results.add(seed, split, {"policy": family, "param": param, "seed": 0}, steps)
     return results
