@@ -101,6 +101,15 @@ def _check_level(name: str, value: float) -> float:
     return float(value)
 
 
+def _check_losses(losses: np.ndarray, binary: bool) -> np.ndarray:
+    losses = np.asarray(losses, dtype=float)
+    if losses.ndim != 2 or losses.size == 0 or not ((losses >= 0) & (losses <= 1)).all():
+        raise ValueError(f"losses must be a non-empty (candidates, samples) array in [0, 1], got shape {losses.shape}")
+    if binary and not np.isin(losses, (0.0, 1.0)).all():
+        raise ValueError("binary=True needs 0/1 losses")
+    return losses
+
+
 def ltt(losses: np.ndarray, mean_steps: np.ndarray, alpha: float, delta: float, params: Sequence[float] | None = None,
         binary: bool = False, fwer: str = "fixed_sequence", risk: str = "custom") -> Calibration:  # fmt: skip
     """Learn-then-Test on (P, N) calibration ``losses`` in [0, 1] of P candidates in testing order.
@@ -108,22 +117,23 @@ def ltt(losses: np.ndarray, mean_steps: np.ndarray, alpha: float, delta: float, 
     ``mean_steps`` (P,) ranks the valid candidates (fewest wins); ``binary`` uses the tighter p-value for 0/1
     losses (``ValueError`` if they are not); ``fwer`` is one of ``FWER_METHODS``.
     """
+    losses = _check_losses(losses, binary)
+    return _decide(losses.mean(axis=1), losses.shape[1], mean_steps, alpha, delta, params, binary, fwer, risk)
+
+
+def _decide(empirical: np.ndarray, n: int, mean_steps: np.ndarray, alpha: float, delta: float,
+            params: Sequence[float] | None, binary: bool, fwer: str, risk: str) -> Calibration:  # fmt: skip
+    """``ltt`` from the candidates' empirical risks over n calibration samples."""
     from mapie.risk_control import control_fwer  # imported here: mapie pulls in scikit-learn (1.5 s)
     from mapie.risk_control.methods import compute_hoeffding_bentkus_p_value
 
     alpha, delta = _check_level("alpha", alpha), _check_level("delta", delta)
-    losses, mean_steps = np.asarray(losses, dtype=float), np.asarray(mean_steps, dtype=float)
-    if losses.ndim != 2 or losses.size == 0 or not ((losses >= 0) & (losses <= 1)).all():
-        raise ValueError(f"losses must be a non-empty (candidates, samples) array in [0, 1], got shape {losses.shape}")
-    if binary and not np.isin(losses, (0.0, 1.0)).all():
-        raise ValueError("binary=True needs 0/1 losses")
-    params = np.arange(len(losses), dtype=float) if params is None else np.asarray(params, dtype=float)
-    if mean_steps.shape != (len(losses),) or params.shape != (len(losses),):
-        raise ValueError(f"mean_steps and params must hold one value per candidate ({len(losses)})")
+    mean_steps = np.asarray(mean_steps, dtype=float)
+    params = np.arange(len(empirical), dtype=float) if params is None else np.asarray(params, dtype=float)
+    if mean_steps.shape != (len(empirical),) or params.shape != (len(empirical),):
+        raise ValueError(f"mean_steps and params must hold one value per candidate ({len(empirical)})")
     if fwer not in FWER_METHODS:
         raise ValueError(f"fwer must be one of {FWER_METHODS}, got {fwer!r}")
-    n = losses.shape[1]
-    empirical = losses.mean(axis=1)
     p_values = compute_hoeffding_bentkus_p_value(empirical, n, alpha, binary=binary)[:, 0]
     valid = np.asarray(control_fwer(p_values, delta, fwer_method=fwer), dtype=np.int64)
     index = int(valid[np.argmin(mean_steps[valid])]) if len(valid) else None
@@ -205,21 +215,27 @@ def resplit_coverage(losses: np.ndarray, steps: np.ndarray, max_steps: int, alph
 
     Returns per split ``found`` (bool), ``index`` (-1: none passes, full depth), the ``holdout_risk`` (0 at full
     depth) and ``holdout_steps`` (``max_steps`` at full depth)."""
-    losses, steps = np.asarray(losses, dtype=float), np.asarray(steps)
+    losses, steps = _check_losses(losses, binary), np.asarray(steps, dtype=float)
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1:
         raise ValueError(f"n_splits must be an integer >= 1, got {n_splits!r}")
     if steps.shape != losses.shape or losses.shape[1] < 2:
         raise ValueError(f"losses and steps must share one (candidates, samples >= 2) shape, got {losses.shape} and "
                          f"{steps.shape}")
     rng, n = np.random.default_rng(seed), losses.shape[1]
+    half = n // 2
+    masks = np.zeros((n_splits, n), dtype=np.float32)  # split i calibrates on the samples where masks[i] is 1
+    for i in range(n_splits):
+        masks[i, rng.permutation(n)[:half]] = 1.0
+    # one float32 product per array (exact for 0/1 losses and integer steps; ten times faster than float64 here)
+    sums = {name: ((values.astype(np.float32) @ masks.T).astype(float), values.sum(axis=1))
+            for name, values in (("risk", losses), ("steps", steps))}  # fmt: skip
+    cal = {name: inside / half for name, (inside, _) in sums.items()}  # (P, n_splits) means on the calibration half
+    hold = {name: (total[:, None] - inside) / (n - half) for name, (inside, total) in sums.items()}
     out: dict[str, list[float]] = {"found": [], "index": [], "holdout_risk": [], "holdout_steps": []}
-    for _ in range(n_splits):
-        order = rng.permutation(n)
-        cal, hold = order[: n // 2], order[n // 2 :]
-        found = ltt(losses[:, cal], steps[:, cal].mean(axis=1), alpha, delta, binary=binary, fwer=fwer)
-        i = found.index
-        out["found"].append(i is not None)
-        out["index"].append(-1 if i is None else i)
-        out["holdout_risk"].append(0.0 if i is None else losses[i, hold].mean())
-        out["holdout_steps"].append(float(max_steps) if i is None else steps[i, hold].mean())
+    for i in range(n_splits):
+        j = _decide(cal["risk"][:, i], half, cal["steps"][:, i], alpha, delta, None, binary, fwer, "custom").index
+        out["found"].append(j is not None)
+        out["index"].append(-1 if j is None else j)
+        out["holdout_risk"].append(0.0 if j is None else hold["risk"][j, i])
+        out["holdout_steps"].append(float(max_steps) if j is None else hold["steps"][j, i])
     return {key: np.asarray(values) for key, values in out.items()}
