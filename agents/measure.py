@@ -68,8 +68,10 @@ def _at_seed(family: str, choice: Any, seed: int) -> tuple[str, float]:
 
 
 def chosen_policy(family: str, param: float, halt_table: Any, val_table: Any, settings: dict[str, Any],
-                  rl_paths: Sequence[Path]) -> HaltingPolicy:  # fmt: skip
-    """The policy at a family's chosen knob, as the evaluation stage made it (learner seed 0)."""
+                  rl_paths: Sequence[Path], fitted: dict[Any, list[HaltingPolicy]] | None = None
+                  ) -> HaltingPolicy:  # fmt: skip
+    """The policy at a family's chosen knob, as the evaluation stage made it (learner seed 0); ``fitted`` keeps the
+    learners fitted on these tables for the next call (a calibrated family reuses its base's fit)."""
     if family.startswith("rl_"):
         path = next((p for p in rl_paths if np.isclose(RLHaltingPolicy.load(p).param, param)), None)
         if path is None:
@@ -77,9 +79,12 @@ def chosen_policy(family: str, param: float, halt_table: Any, val_table: Any, se
         return RLHaltingPolicy.load(path)
     if family in LEARNERS:
         taus = [param] if family == "act" else settings["act_taus"]
-        points = fit_learners(family, halt_table, val_table, settings["step_cost"], [0],
-                              [tuple(v) for v in settings["ponder_variants"]], taus)  # fmt: skip
-        return next(p for p in points if np.isclose(p.param, param))
+        fitted = {} if fitted is None else fitted
+        key = (family, tuple(taus))
+        if key not in fitted:
+            fitted[key] = fit_learners(family, halt_table, val_table, settings["step_cost"], [0],
+                                       [tuple(v) for v in settings["ponder_variants"]], taus)  # fmt: skip
+        return next(p for p in fitted[key] if np.isclose(p.param, param))
     return make_policy(family, int(param) if family in ("fixed_depth", "patience") else param)
 
 
@@ -136,8 +141,9 @@ def live_stage(task: str, task_kwargs: dict[str, Any], checkpoints: dict[int, Pa
     with torch_threads(1):
         for seed, checkpoint in sorted(checkpoints.items()):
             tables = {split: simulate(loaded, checkpoint, split=split) for split in ("halt", "val", "test")}
+            fitted: dict[Any, list[HaltingPolicy]] = {}
             policies = {family: chosen_policy(*_at_seed(family, choice, seed), tables["halt"], tables["val"], settings,
-                                              rl_paths[seed]) for family, choice in chosen.items()}  # fmt: skip
+                                              rl_paths[seed], fitted) for family, choice in chosen.items()}  # fmt: skip
             result["mismatches"][seed] = {family: _mismatches(p, tables["test"], loaded, checkpoint, cost)
                                           for family, p in policies.items()}  # fmt: skip
             if seed == min(checkpoints):

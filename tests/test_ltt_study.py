@@ -18,6 +18,7 @@ from agents.ltt_study import (
     mark_selected,
     parse_family,  # fmt: skip
 )
+from agents.measure import _at_seed, chosen_policy, deployable_choices
 from agents.study import Results
 
 K, N, COST = 3, 400, 0.01
@@ -112,3 +113,20 @@ def test_coverage_rows_by_hand() -> None:
     assert (seed0.loc[0.01, "threshold"] == 0.9).all() and (seed0.loc[0.01, "holdout_risk"] == 0).all()
     assert (seed0.loc[0.05, "threshold"] == 0.5).mean() > 0.8
     assert (found["holdout_risk"] <= found["alpha"]).mean() >= 0.9
+
+
+def test_live_runs_a_calibrated_family_at_each_seeds_knob() -> None:
+    """The live stage gets TRM seed -> [family, knob] for a calibrated family and refits its base once per seed."""
+    chosen = pd.DataFrame({"policy": ["fitted_q", "calibrated_fitted_q_a0.05", "oracle"], "param": [0.0, 0.05, np.nan],
+                           "per_trm_seed": [np.nan, {0: ["fitted_q", 0.12], 1: ["fixed_depth", 3.0]}, np.nan]})
+    choices = deployable_choices(chosen)
+    assert choices == {"fitted_q": 0.0, "calibrated_fitted_q_a0.05": {0: ["fitted_q", 0.12], 1: ["fixed_depth", 3.0]}}
+    assert _at_seed("calibrated_fitted_q_a0.05", choices["calibrated_fitted_q_a0.05"], 1) == ("fixed_depth", 3.0)
+    assert _at_seed("fitted_q", 0.0, 1) == ("fitted_q", 0.0)
+    table = hand_rollouts(np.random.default_rng(0).standard_normal((60, K)))
+    settings, fitted = {"step_cost": COST, "ponder_variants": [], "act_taus": []}, {}
+    base = chosen_policy("fitted_q", 0.0, table, table, settings, [], fitted)
+    mine = chosen_policy("fitted_q", 0.12, table, table, settings, [], fitted)
+    assert (base.param, mine.param) == (0.0, 0.12) and mine.models is base.models and len(fitted) == 1
+    full = chosen_policy("fixed_depth", 3.0, table, table, settings, [], fitted)
+    assert full.name == "fixed_depth" and full.param == 3
