@@ -78,7 +78,7 @@ def _zoom(curves: pd.DataFrame, metric: str) -> tuple[tuple[float, float], tuple
             "and the privileged rules (they read the label) may lie outside")
 
 
-def _draw_curves(ax: Axes, curves: pd.DataFrame, metric: str, styles: Styles, band: bool) -> None:
+def _draw_curves(ax: Axes, curves: pd.DataFrame, metric: str, styles: Styles, bands: tuple[str, ...]) -> None:
     label, lo, hi = METRICS[metric]
     for policy, group in curves.groupby("policy", sort=False):
         group, style = group.sort_values("mean_steps"), styles[policy]
@@ -87,25 +87,28 @@ def _draw_curves(ax: Axes, curves: pd.DataFrame, metric: str, styles: Styles, ba
                     markersize=11, linestyle="none", markeredgecolor="black", markeredgewidth=0.5)
             continue
         ax.plot(group["mean_steps"], group[metric], label=policy, markersize=4, linewidth=1.4, **style)
-        if band and lo is not None and lo in group:
-            ax.fill_between(group["mean_steps"], group[lo], group[hi], color=style["color"], alpha=0.08)
+        if policy in bands and lo is not None and lo in group:
+            ax.fill_between(group["mean_steps"], group[lo], group[hi], color=style["color"], alpha=0.12,
+                            label=f"{policy}: 95% CI")  # fmt: skip
     ax.set_xlabel("mean halting step")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
 
 
-def plot_curves(curves: pd.DataFrame, metric: str = "accuracy", title: str = "", styles: Styles | None = None
-                ) -> Figure:  # fmt: skip
-    """``metric`` against mean halting step, one line per family with its 95% CI band; a second panel zooms on the
-    points at or above the best fixed depth's neighbours (the best by mean return; ``_zoom``)."""
+def plot_curves(curves: pd.DataFrame, metric: str = "accuracy", title: str = "", styles: Styles | None = None,
+                bands: tuple[str, ...] = ("fixed_depth",)) -> Figure:  # fmt: skip
+    """``metric`` against mean halting step, one line per family; the 95% CI band of the families in ``bands``
+    (by default the fixed depth only: the bands of the return's level overlap where paired differences do not,
+    which the forest plot shows). A second panel zooms on the points at or above the best fixed depth's neighbours
+    (the best by mean return; ``_zoom``)."""
     styles = _styles(styles, curves["policy"])
     window = _zoom(curves, metric)
     fig, axes = plt.subplots(1, 2 if window else 1, figsize=(13 if window else 7.5, 4.8), squeeze=False)
-    _draw_curves(axes[0, 0], curves, metric, styles, band=True)
+    _draw_curves(axes[0, 0], curves, metric, styles, bands)
     axes[0, 0].set_title(title)
     if window:
         ax = axes[0, 1]
-        _draw_curves(ax, curves, metric, styles, band=False)
+        _draw_curves(ax, curves, metric, styles, ())
         ax.set_xlim(*window[0])
         ax.set_ylim(*window[1])
         ax.set_title(window[2], fontsize=9)
