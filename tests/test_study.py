@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from conftest import hand_rollouts
 
-from agents.report import TaskAnalysis, _lines
+from agents.report import TaskAnalysis
+from agents.report_text import detail_lines
 from agents.stats import Draws
 from agents.study import Results, choose, curves, oracle_split, summarize, verdict
 
@@ -161,7 +162,7 @@ def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws
                      "poi_runs_hi": 1.0, "low": -0.1, "high": 0.2, "df": 3.25})  # each number its own value
     analysis = TaskAnalysis("hand", curve, chosen, summary, pd.DataFrame(), verdicts, oracle_split(curve),
                             {"test": 1}, np.array([0.5, 0.5]))  # fmt: skip
-    lines = _lines(analysis)
+    lines = detail_lines(analysis)
     v = verdicts[0]
     assert (f"[hand] fitted_q minus halt_head (val-chosen points) in test mean return: {v['difference']:+.4f}, 95% CI "
             f"[{v['low']:+.4f}, {v['high']:+.4f}] (t, df {v['df']:.1f}) (higher); descriptive: 100% of bootstrap "
@@ -176,4 +177,4 @@ def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws
             "fitted_q's (95% CIs, Fieller)") in lines and head["oracle_gain_share"] == 0.0  # fmt: skip
     analysis.summary = summary.assign(attainable_gain_share_hi=np.nan)  # Fieller's set unbounded
     assert "[hand] halt_head captures 0.0% [0.0%, 0.0%] of the oracle's gain and 0.0% [unbounded] of fitted_q's " \
-           "(95% CIs, Fieller)" in _lines(analysis)  # fmt: skip
+           "(95% CIs, Fieller)" in detail_lines(analysis)  # fmt: skip
