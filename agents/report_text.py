@@ -124,6 +124,8 @@ def headline(t: TaskAnalysis) -> list[str]:
            f"thinking {fixed['param']:g} steps (the val-chosen fixed depth), 95% CI "
            f"[{best['gain_lo']:+.4f}, {best['gain_hi']:+.4f}]; {_significant(best)}.",
            f"{wins} of {len(halting)} halting families gain significantly over the fixed depth."]  # fmt: skip
+    if best_name in LEARNED_FAMILIES and best["n_rl_seeds"] == 1:
+        out.append(f"{best_name} was trained once per TRM seed (one learner seed): this ranking is fragile.")
     if "fitted_q" in s.index:
         q = s.loc["fitted_q"]
         share = _ci(best, "attainable_gain_share", ".0%")
@@ -206,6 +208,14 @@ def _share(row: pd.Series, name: str) -> str:
     return f"{row[name]:.1%} " + (f"[{bounds[0]:.1%}, {bounds[1]:.1%}]" if np.isfinite(bounds).all() else "[unbounded]")
 
 
+def _fragile(families: list[str]) -> str:
+    """The warning for a verdict that rests on one learner run per TRM seed of ``families`` (empty: none)."""
+    if not families:
+        return ""
+    return (f"; **fragile**: {' and '.join(families)} had one learner run per TRM seed, and a retrain with another "
+            "seed (or thread count) can move the verdict")
+
+
 def verdict_lines(t: TaskAnalysis) -> list[str]:
     lines = []
     for v in t.verdicts:
@@ -215,7 +225,7 @@ def verdict_lines(t: TaskAnalysis) -> list[str]:
                      f"95% CI [{v['low']:+.4f}, {v['high']:+.4f}] (t, df {v['df']:.1f}) ({sign}); descriptive: "
                      f"{v['share_draws_a_above_b']:.0%} of bootstrap draws have {a} above {b}, and rliable's run-level "
                      f"P({a} > {b}) over pairs of runs within a TRM seed is {v['poi_runs']:.2f} "
-                     f"[{v['poi_runs_lo']:.2f}, {v['poi_runs_hi']:.2f}]")  # fmt: skip
+                     f"[{v['poi_runs_lo']:.2f}, {v['poi_runs_hi']:.2f}]{_fragile(v['fragile'])}")  # fmt: skip
     return lines
 
 

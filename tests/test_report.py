@@ -64,6 +64,8 @@ def test_headline_says_who_wins_by_how_much_and_how_sure(written: tuple[Path, An
     assert f"{wins} of {len(halting)} halting families gain significantly" in paragraph
     assert f"The oracle, which reads the label, gains {s.loc['oracle', 'gain']:+.4f}" in paragraph
     assert 3 <= len(re.split(r"(?<=\.) (?=[A-Z0-9])", paragraph)) <= 6
+    fragile = f"{best} was trained once per TRM seed (one learner seed): this ranking is fragile."
+    assert (fragile in paragraph) == (best in ("fitted_q", "rl_ppo", "continuation_head"))  # one learner seed each
 
 
 def test_compact_table_values(written: tuple[Path, Analysis]) -> None:
