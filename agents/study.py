@@ -155,10 +155,11 @@ def verdict(results: Results, chosen: pd.DataFrame, draws: Draws, first: str, se
     poi, poi_replicates = draws.improvement(a, b, (first, second))
     poi_low, poi_high = percentile_interval(poi_replicates)
     share = float((diff > 0).mean() + (diff == 0).mean() / 2)
+    fragile = [f for f, runs in ((first, a), (second, b)) if f in LEARNED_FAMILIES and runs.shape[1] == 1]
     return {"first": first, "second": second, "difference": a.mean() - b.mean(), "low": found.low,
             "high": found.high, "df": found.df, "share_draws_a_above_b": share,
             "poi_runs": poi, "poi_runs_lo": poi_low, "poi_runs_hi": poi_high,
-            "fragile": [f for f, x in ((first, a), (second, b)) if f in LEARNED_FAMILIES and x.shape[1] == 1]}  # fmt: skip
+            "fragile": fragile}  # fmt: skip
 
 
 def oracle_split(curve: pd.DataFrame) -> dict[str, float]:
