@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 
 from agents.evaluation import evaluate_policies
 from agents.fitted_q import MARGINS, FittedQPolicy
-from agents.heads import ACTPolicy, ContinuationHeadPolicy, CorrectHeadPolicy, HeadPolicy, PonderPolicy
+from agents.heads import ACTPolicy, ContinuationHeadPolicy, CorrectHeadPolicy, HeadPolicy, HeadSettings, PonderPolicy
 from agents.policies import HaltingPolicy
 from agents.regressors import REGRESSORS
 from trm_env.rollouts import Rollouts
@@ -65,8 +65,11 @@ def _fitted_q_sweep(halt: Rollouts, step_cost: float, regressor: str, name: str)
 
 def fit_learners(family: str, halt: Rollouts, val: Rollouts, step_cost: float, seeds: Sequence[int],
                  ponder_variants: Sequence[tuple[float, float]] = PONDER_VARIANTS,
-                 act_taus: Sequence[float] = GRIDS["act"]) -> list[HaltingPolicy]:  # fmt: skip
-    """Every knob point of ``family`` fitted on ``halt`` (see the module docstring); ``val`` picks variants."""
+                 act_taus: Sequence[float] = GRIDS["act"], *, settings: HeadSettings | None = None
+                 ) -> list[HaltingPolicy]:  # fmt: skip
+    """Every knob point of ``family`` fitted on ``halt`` (see the module docstring); ``val`` picks variants.
+
+    ``settings``: how a head trains (default: ``HEAD_SETTINGS[family]``); fitted-Q ignores it."""
     if family == "fitted_q":
         sweeps = (_fitted_q_sweep(halt, step_cost, regressor, family) for regressor in FITTED_Q_REGRESSORS)
         return _best_sweep(sweeps, val, step_cost)
@@ -75,14 +78,15 @@ def fit_learners(family: str, halt: Rollouts, val: Rollouts, step_cost: float, s
     points: list[HaltingPolicy] = []
     for seed in seeds:
         if family == "correct_head":
-            points += _sweep(CorrectHeadPolicy(0.5, seed).fit(halt, step_cost), GRIDS[family])
+            points += _sweep(CorrectHeadPolicy(0.5, seed, settings).fit(halt, step_cost), GRIDS[family])
         elif family == "continuation_head":
-            points += _sweep(ContinuationHeadPolicy(0.5, seed).fit(halt, step_cost), GRIDS[family])
+            points += _sweep(ContinuationHeadPolicy(0.5, seed, settings).fit(halt, step_cost), GRIDS[family])
         elif family == "ponder":
-            points += _best_sweep((_sweep(PonderPolicy(0.5, seed).fit(halt, step_cost, lambda_p=lambda_p, beta=beta),
-                                          GRIDS[family]) for lambda_p, beta in ponder_variants), val, step_cost)
+            heads = (PonderPolicy(0.5, seed, settings).fit(halt, step_cost, lambda_p=lambda_p, beta=beta)
+                     for lambda_p, beta in ponder_variants)  # fmt: skip
+            points += _best_sweep((_sweep(head, GRIDS[family]) for head in heads), val, step_cost)
         elif family == "act":
-            points += [ACTPolicy(tau, seed).fit(halt, step_cost) for tau in act_taus]
+            points += [ACTPolicy(tau, seed, settings).fit(halt, step_cost) for tau in act_taus]
         else:
             raise ValueError(f"unknown learner family {family!r}; valid: {list(LEARNERS)}")
     return points
