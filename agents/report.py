@@ -15,12 +15,11 @@ from agents.curves import summarize as curve_summary
 from agents.measure import COMPUTE_COLUMNS
 from agents.plots import plot_curves, plot_difficulty, plot_halting_steps, plot_wall_time, save_figure
 from agents.policies import LEARNED_FAMILIES
+from agents.sources import split_table
 from agents.stages import EVAL_SPLITS, halting_frame, load_points
 from agents.stats import Draws, block_length
 from agents.study import Results, choose, curves, oracle_split, summarize, verdict
 from trm_env.io import atomic_path
-from trm_env.rollouts import simulate
-from trm_env.tasks import load_task
 
 __all__ = ["PROTOCOL", "Analysis", "analyse", "markdown_table", "write_outputs"]
 
@@ -46,7 +45,7 @@ class TaskAnalysis:
     verdicts: list[dict[str, Any]]
     oracle: dict[str, float]
     blocks: dict[str, int]
-    halt_target_rate: np.ndarray
+    halt_target_rate: np.ndarray | None  # None: the model came as saved tables (agents.sources)
     lines: list[str] = field(default_factory=list)
     compute: dict[str, Any] = field(default_factory=dict)
 
@@ -67,11 +66,11 @@ class Analysis:
         return "\n".join([table, "", *[line for t in self.tasks for line in t.lines]])
 
 
-def _results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Path]], step_cost: float) -> Results:
-    results, loaded = Results(task, sorted(seeds), step_cost), load_task(task, **task_kwargs)
+def _results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Any]], step_cost: float) -> Results:
+    results = Results(task, sorted(seeds), step_cost)
     for seed, paths in seeds.items():
         for split in EVAL_SPLITS:
-            results.tables[(seed, split)] = simulate(loaded, paths["checkpoint"], split=split)
+            results.tables[(seed, split)] = split_table(task, task_kwargs, paths["checkpoint"], split)
         for group, path in paths.items():
             if group == "checkpoint":
                 continue
@@ -120,6 +119,8 @@ def _lines(t: TaskAnalysis) -> list[str]:
     s = t.summary.set_index("policy")
     rate = t.halt_target_rate
     lines = [f"[{t.task}] block length of the bootstrap: {t.blocks} samples per split",
+             f"[{t.task}] the models came as saved tables (one per TRM seed): no halt-head training target to report "
+             f"and no live stage (no model to run)" if rate is None else
              f"[{t.task}] the halt head's training target (TRMLoss: confident and correct) is positive for "
              f"{rate.mean():.1%} of train samples over all steps (step 1: {rate[0]:.1%}, step K: {rate[-1]:.1%}; "
              f"mean over TRM seeds)"]  # fmt: skip
@@ -173,9 +174,9 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
         present = set(chosen["policy"])
         verdicts = [verdict(results, chosen, draws["test"], a, b) for a, b in VERDICTS if {a, b} <= present]
         rates = [json.loads((paths["checkpoint"] / "metrics.json").read_text())["train"]["halt_target_rate"]
-                 for paths in seeds.values()]  # fmt: skip
+                 for paths in seeds.values() if not isinstance(paths["checkpoint"], dict)]  # fmt: skip
         analysis = TaskAnalysis(task, curve, chosen, summary, _episodes(results, chosen), verdicts,
-                                oracle_split(curve), blocks, np.mean(rates, axis=0))  # fmt: skip
+                                oracle_split(curve), blocks, np.mean(rates, axis=0) if rates else None)  # fmt: skip
         analysis.lines = _lines(analysis)
         tasks.append(analysis)
     seconds = [json.loads(p.with_suffix(".json").read_text())["train_seconds"]
@@ -184,8 +185,9 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
 
 
 def add_compute(analysis: Analysis, live: dict[str, Path]) -> None:
-    """Merge each task's live measurements (``agents.measure.live_stage``) into its summary and report lines."""
-    for t in analysis.tasks:
+    """Merge each task's live measurements (``agents.measure.live_stage``) into its summary and report lines
+    (tasks of saved tables have none)."""
+    for t in (t for t in analysis.tasks if t.task in live):
         t.compute = json.loads(live[t.task].read_text())
         timing, mismatches = t.compute["timing"], t.compute["mismatches"]
         for column in COMPUTE_COLUMNS:
