@@ -8,8 +8,8 @@ replacing measured better than appending on regime-chain and pointer val). The c
 - ``ridge``: ridge on the standardised summary observation, its penalty chosen per step by RidgeCV's
   leave-one-out (the original reference);
 - ``ridge_sorted``: the same on sorted probabilities;
-- ``hgb_sorted``: ``HistGradientBoostingRegressor`` on sorted probabilities, kept small (at most 30 trees
-  of depth 3, learning rate 0.2, early stopping on a fixed 10% of the fitting rows, ``random_state=0``):
+- ``hgb_sorted``: ``HistGradientBoostingRegressor`` on sorted probabilities, kept small (at most 15 trees
+  of depth 3, learning rate 0.3, early stopping on a fixed 10% of the fitting rows, ``random_state=0``):
   the best of seven settings on pointer val for TRM seeds 0-2, and cheap to predict live.
 
 ``compile_steps(models)`` turns the K-1 fitted step models into one predictor that scores a batch whose

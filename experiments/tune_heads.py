@@ -2,6 +2,7 @@
 
     python experiments/tune_heads.py --task regime-chain --trm-seeds 0 1 2 --out runs/tune_heads/regime-chain.csv
     python experiments/tune_heads.py --heads ponder --lr 0.02 --hidden 32 --steps 300 --max-samples 1000 3200
+    python experiments/tune_heads.py --heads act --trm-seeds 1 --combos 0.02,32,300,1000 0.05,32,600,1000
 
 Each head (``correct_head``, ``continuation_head``, ``ponder``, ``act``) is fitted on the **halt** split for
 every combination of the grid (``agents.heads.HeadSettings``: learning rate, width, Adam steps, subset
@@ -50,7 +51,7 @@ def search(args: argparse.Namespace) -> pd.DataFrame:
     done = pd.read_csv(args.out) if args.out and args.out.is_file() else pd.DataFrame(columns=[*KEYS])
     rows = done.to_dict("records")
     seen = {tuple(str(row[k]) for k in KEYS) for row in rows}
-    grid = list(itertools.product(args.lr, args.hidden, args.steps, args.max_samples))
+    grid = args.combos or list(itertools.product(args.lr, args.hidden, args.steps, args.max_samples))
     loaded = load_task(args.task)
     for trm_seed in args.trm_seeds:
         checkpoint = shipped_checkpoint(args.task, trm_seed)
@@ -88,6 +89,12 @@ def summary(frame: pd.DataFrame) -> str:
     return "\n\n".join(tables)
 
 
+def _combo(text: str) -> tuple[float, int, int, int]:
+    """``lr,hidden,steps,max_samples`` -> its tuple (argparse reports a ValueError as a bad --combos)."""
+    lr, hidden, steps, max_samples = text.split(",")
+    return float(lr), int(hidden), int(steps), int(max_samples)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="regime-chain")
@@ -98,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", nargs="+", type=int, default=[16, 32, 64])
     parser.add_argument("--steps", nargs="+", type=int, default=[150, 300, 600])
     parser.add_argument("--max-samples", nargs="+", type=int, default=[1000])
+    parser.add_argument("--combos", nargs="+", type=_combo, help="lr,hidden,steps,max_samples tuples to score "
+                        "instead of the product of --lr/--hidden/--steps/--max-samples")
     parser.add_argument("--ponder-variants", nargs="+", type=lambda v: tuple(map(float, v.split(","))),
                         default=[(0.2, 0.01), (0.4, 0.01)], help="lambda_p,beta pairs (default: the quick config's)")
     parser.add_argument("--act-taus", nargs="+", type=float, default=[0.001, 0.01, 0.03])
