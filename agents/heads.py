@@ -67,7 +67,9 @@ class HeadSettings:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
 
 
-HEAD_SETTINGS = {name: HeadSettings() for name in ("correct_head", "continuation_head", "ponder", "act")}
+# the search on val (regime-chain and pointer, docs/heads_tuning.md); act kept the old defaults
+HEAD_SETTINGS = {"correct_head": HeadSettings(hidden=64), "continuation_head": HeadSettings(lr=0.05),
+                 "ponder": HeadSettings(lr=0.05), "act": HeadSettings()}  # fmt: skip
 
 
 def continuation_target(rewards: np.ndarray, step_cost: float) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -152,3 +154,15 @@ def test_head_settings_shape_the_fit() -> None:
             HeadSettings(**bad)
     with pytest.raises(TypeError, match="settings"):
         ACTPolicy(0.01, settings={"hidden": 4})  # type: ignore[arg-type]
+
+
+def test_head_defaults_are_the_documented_search_choice() -> None:
+    """Each head trains by default with its own HEAD_SETTINGS entry, the one docs/heads_tuning.md records."""
+    doc = (Path(__file__).parents[1] / "docs" / "heads_tuning.md").read_text()
+    chosen = {m[0]: HeadSettings(int(m[2]), int(m[3]), float(m[1]), int(m[4]))
+              for m in re.findall(r"^\| chosen (\w+) \| ([\d.]+) \| (\d+) \| (\d+) \| (\d+) \|", doc, re.M)}
+    assert chosen == HEAD_SETTINGS and len(chosen) == 4
+    for cls in (CorrectHeadPolicy, ContinuationHeadPolicy, PonderPolicy, ACTPolicy):
+        assert cls(0.5).settings == HEAD_SETTINGS[cls.name]
+    halt, _ = _known_table()
+    assert CorrectHeadPolicy(0.5).fit(halt, step_cost=0.01).net[0].out_features == HEAD_SETTINGS["correct_head"].hidden
