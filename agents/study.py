@@ -62,7 +62,8 @@ class Results:
         self._steps[(split, point["policy"], float(point["param"]))][(trm_seed, int(point["seed"]))] = steps
         extra = {k: v for k, v in point.items() if k not in ("policy", "param", "seed")}
         if extra:
-            self.details[point["policy"]].add(", ".join(f"{k}={v:g}" for k, v in sorted(extra.items())))
+            self.details[point["policy"]].add(", ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}"
+                                                        for k, v in sorted(extra.items())))  # fmt: skip
 
     def steps(self, key: Key, trm_seed: int, learner_seed: int) -> np.ndarray:
         return self._steps[key][(trm_seed, learner_seed)]
