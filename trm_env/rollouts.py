@@ -9,9 +9,9 @@ table; the environments (``trm_env.env``, ``trm_env.sb3``) are thin views over i
 
 Tables are cached by content: in memory, and on disk (``TRM_ENV_CACHE_DIR``, default
 ``~/.cache/trm_env/rollouts``; ``off`` disables it) so a fresh process or a subprocess worker loads
-instead of re-simulating. The key covers the model's weights and config, the task's arrays, the split,
-K, the pnl scale and this code. Loads are checked (``trm_env.store``); a damaged cache folder is moved
-aside with a warning and the table simulated again.
+instead of re-simulating. The key covers the model's weights and config, the task's arrays, horizon and
+strategy names, the split, K, the pnl scale and this code. Loads are checked (``trm_env.store``); a
+damaged cache folder is moved aside with a warning and the table simulated again.
 
 >>> rollouts = simulate("regime-chain", split="test")
 >>> rollouts.observations["summary"].shape, rollouts.layout["halt_prob"]
@@ -220,7 +220,8 @@ def simulate(
     model = resolve_model(checkpoint, task)
     max_steps = check_int("max_steps", model.max_steps if max_steps is None else max_steps, maximum=model.max_steps)
     where = resolve_device(device)
-    parts = [_CODE_DIGEST.hexdigest(), _model_digest(model), task.key(), split, max_steps, model.pnl_scale]
+    parts = [_CODE_DIGEST.hexdigest(), _model_digest(model), task.key(), task.horizon, list(task.strategy_names),
+             split, max_steps, model.pnl_scale]  # the task's key, and the two task fields it does not hash
     parts += [] if where.type == "cpu" else [where.type]
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
     if key in _MEMORY:
