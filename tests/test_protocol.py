@@ -23,7 +23,6 @@ from agents.stages import evaluate_stage, train_rl_stage
 from trm_env.model import TinyRecursiveModel
 from trm_env.rollouts import Rollouts, shipped_checkpoint, simulate
 from trm_env.task import Task
-from trm_env.tasks import load_task
 
 K, COST = 4, 0.01
 SETTINGS = {"step_cost": COST, "random_seeds": [0], "learner_seeds": [0], "ponder_variants": [[0.2, 0.01]],
