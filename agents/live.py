@@ -27,8 +27,8 @@ from trm_env.checks import check_int
 from trm_env.live import LiveRun, halt_live
 from trm_env.model import TinyRecursiveModel, resolve_device, torch_threads
 from trm_env.observation import observation_layout
-from trm_env.rollouts import resolve_model
-from trm_env.stepping import Stepper, TableSpec, run_step, step_outcome
+from trm_env.rollouts import resolve_stepper
+from trm_env.stepping import Stepper, TableSpec, check_stepper, run_step, step_outcome, stepper_pnl_scale
 from trm_env.task import Task
 from trm_env.tasks import load_task
 
@@ -39,16 +39,13 @@ Checkpoint = str | os.PathLike | TinyRecursiveModel | Stepper | None
 
 def live_model(checkpoint: Checkpoint, task: Task | None) -> Stepper:
     """The stepper to run: a TRM from a path (default: the task's shipped one), or any object with the step protocol."""
-    if checkpoint is None or isinstance(checkpoint, str | os.PathLike | TinyRecursiveModel):
-        if task is not None:
-            return resolve_model(checkpoint, task)
-        if checkpoint is None:
-            raise ValueError("raw inputs need checkpoint= (a model.pt, run directory, TinyRecursiveModel or stepper)")
-        return checkpoint if isinstance(checkpoint, TinyRecursiveModel) else TinyRecursiveModel.load(Path(checkpoint))
-    if not (callable(getattr(checkpoint, "initial_state", None)) and callable(getattr(checkpoint, "step", None))):
-        raise TypeError(f"checkpoint must be a path, a TinyRecursiveModel or a stepper with initial_state(x) and "
-                        f"step(state), got {type(checkpoint).__name__}")  # fmt: skip
-    return checkpoint
+    if task is not None:
+        return resolve_stepper(checkpoint, task)
+    if checkpoint is None:
+        raise ValueError("raw inputs need checkpoint= (a model.pt, run directory, TinyRecursiveModel or stepper)")
+    if isinstance(checkpoint, str | os.PathLike):
+        return TinyRecursiveModel.load(Path(checkpoint))
+    return checkpoint if isinstance(checkpoint, TinyRecursiveModel) else check_stepper(checkpoint)
 
 
 def _spec(stepper: Stepper, inputs: torch.Tensor, name: str, split: str, max_steps: int | None) -> TableSpec:
@@ -60,7 +57,7 @@ def _spec(stepper: Stepper, inputs: torch.Tensor, name: str, split: str, max_ste
     k = check_int("max_steps", most if max_steps is None else max_steps, maximum=most)
     hidden = 0 if latent is None else latent.shape[-1]
     return TableSpec(name, split, observation_layout(logits.shape[-1], hidden), logits.shape[-1], k, len(inputs),
-                     float(getattr(stepper, "pnl_scale", 1.0)))  # fmt: skip
+                     stepper_pnl_scale(stepper))  # fmt: skip
 
 
 def _compute(run: LiveRun, batch_size: int, device: torch.device) -> dict[str, Any]:

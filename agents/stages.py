@@ -10,7 +10,9 @@
   the tables (``halting_frame``), so a stage's artifact stays small.
 
 Every stage writes its artifact atomically and runs torch on one thread, whatever the backend, so a stage
-gives the same bytes in this process or in a Ray worker.
+gives the same bytes in this process or in a Ray worker. A model's tables come from its ``checkpoint``: a TRM run
+folder (simulated) or, for any other model, saved tables per split (``agents.sources``); a table without halt
+logits has no halt-head family.
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from agents.evaluation import episode_columns, halting_steps
 from agents.learners import LEARNERS, fit_learners
 from agents.policies import HaltingPolicy, PrivilegedPolicy
 from agents.rl import RLHaltingPolicy, tensorboard_name, train_rl_policy
+from agents.sources import ModelSource, split_table
 from trm_env.io import atomic_path
 from trm_env.model import torch_threads
-from trm_env.rollouts import Rollouts, simulate
-from trm_env.task import Task
-from trm_env.tasks import load_task
+from trm_env.rollouts import Rollouts
 from trm_env.training import TrainConfig, train
 
 __all__ = ["EVAL_SPLITS", "GROUPS", "evaluate_stage", "halting_frame", "load_points", "train_rl_stage",
@@ -54,7 +55,7 @@ def train_trm_stage(task: str, seed: int, config_path: Path, out_dir: Path) -> N
         train(config, out_dir=out_dir, progress=False)
 
 
-def train_rl_stage(task: str, task_kwargs: dict[str, Any], checkpoint: Path, step_cost: float, seed: int,
+def train_rl_stage(task: str, task_kwargs: dict[str, Any], checkpoint: ModelSource, step_cost: float, seed: int,
                    settings: dict[str, Any], out: Path, tensorboard: Path | None = None) -> None:  # fmt: skip
     """Train one RL agent on the halt split of ``checkpoint``'s table and save it to ``out``.
 
@@ -63,7 +64,7 @@ def train_rl_stage(task: str, task_kwargs: dict[str, Any], checkpoint: Path, ste
     if tensorboard is not None:
         clear_tensorboard_runs(tensorboard, tensorboard_name(settings["algo"], step_cost, seed))
     with torch_threads(1):
-        table = simulate(load_task(task, **task_kwargs), checkpoint, split="halt")
+        table = split_table(task, task_kwargs, checkpoint, "halt")
         train_rl_policy(task=task, rollouts=table, step_cost=step_cost, seed=seed, split="halt", out=out,
                         progress=False, tensorboard_log=tensorboard, **settings)  # fmt: skip
 
@@ -76,31 +77,34 @@ def clear_tensorboard_runs(folder: Path, name: str) -> None:
             shutil.rmtree(path)
 
 
-def _policies(group: str, task: Task, checkpoint: Path, tables: dict[str, Rollouts], settings: dict[str, Any],
-              rl_paths: Sequence[Path]) -> list[HaltingPolicy]:  # fmt: skip
+def _policies(group: str, task: str, task_kwargs: dict[str, Any], checkpoint: ModelSource, tables: dict[str, Rollouts],
+              settings: dict[str, Any], rl_paths: Sequence[Path]) -> list[HaltingPolicy]:  # fmt: skip
     if group == "rules":
-        privileged = [PrivilegedPolicy(rule) for rule in sorted(tables["test"].reference_steps)]
-        return [*rule_policies(settings["random_seeds"], tables["test"].max_steps), *privileged]
+        test = tables["test"]
+        privileged = [PrivilegedPolicy(rule) for rule in sorted(test.reference_steps)]
+        rules = [p for p in rule_policies(settings["random_seeds"], test.max_steps)
+                 if test.has_halt_head or p.name != "halt_head"]  # fmt: skip
+        return [*rules, *privileged]
     if group == "rl":
         return [RLHaltingPolicy.load(path) for path in rl_paths]
     if group in LEARNERS:
-        halt = simulate(task, checkpoint, split="halt")
+        halt = split_table(task, task_kwargs, checkpoint, "halt")
         return fit_learners(group, halt, tables["val"], settings["step_cost"], settings["learner_seeds"],
                             [tuple(v) for v in settings["ponder_variants"]], settings["act_taus"])  # fmt: skip
     raise ValueError(f"unknown policy group {group!r}; valid: {list(GROUPS)}")
 
 
-def evaluate_stage(task: str, task_kwargs: dict[str, Any], checkpoint: Path, group: str, settings: dict[str, Any],
-                   out: Path, rl_paths: Sequence[Path] = ()) -> None:  # fmt: skip
+def evaluate_stage(task: str, task_kwargs: dict[str, Any], checkpoint: ModelSource, group: str,
+                   settings: dict[str, Any], out: Path, rl_paths: Sequence[Path] = ()) -> None:  # fmt: skip
     """Evaluate one policy group on the val and test tables of ``checkpoint``; write ``out`` (.npz).
 
     ``settings``: ``step_cost`` (the evaluation cost), ``random_seeds``, ``learner_seeds``, and the learners'
     ``ponder_variants`` and ``act_taus``.
     """
-    loaded, cost = load_task(task, **task_kwargs), settings["step_cost"]
+    cost = settings["step_cost"]
     with torch_threads(1):
-        tables = {split: simulate(loaded, checkpoint, split=split) for split in EVAL_SPLITS}
-        policies = _policies(group, loaded, checkpoint, tables, settings, rl_paths)
+        tables = {split: split_table(task, task_kwargs, checkpoint, split) for split in EVAL_SPLITS}
+        policies = _policies(group, task, task_kwargs, checkpoint, tables, settings, rl_paths)
         arrays = {f"steps_{split}": np.array([halting_steps(p, tables[split], cost) for p in policies], dtype=np.int16)
                   .reshape(len(policies), -1) for split in EVAL_SPLITS}  # fmt: skip
     points = [{"policy": p.name, "param": p.param, "seed": p.seed, **getattr(p, "details", {})} for p in policies]

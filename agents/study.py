@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agents.policies import LEARNED_FAMILIES
 from agents.stats import Draws, percentile_interval
 from trm_env.rollouts import Rollouts
 
@@ -145,16 +146,20 @@ def verdict(results: Results, chosen: pd.DataFrame, draws: Draws, first: str, se
     """``first`` minus ``second`` (val-chosen points) in test mean return with its calibrated 95% CI (``low``,
     ``high``, ``df``); descriptive beside it: ``share_draws_a_above_b``, the share of hierarchical-bootstrap
     draws where ``first``'s mean is above ``second``'s (ties half), and ``poi_runs`` [``poi_runs_lo``,
-    ``poi_runs_hi``], rliable's run-level probability of improvement (pairs of runs within a TRM seed)."""
+    ``poi_runs_hi``], rliable's run-level probability of improvement (pairs of runs within a TRM seed).
+    ``fragile`` lists the learned families (``LEARNED_FAMILIES``) of the two that have one learner run per TRM
+    seed: the verdict then rests on one training run each, which a retrain can move."""
     a, b = (_chosen(results, chosen, f)["episode_return"] for f in (first, second))
     found = draws.difference(a, b)
     diff = draws.replicates(a, first) - draws.replicates(b, second)
     poi, poi_replicates = draws.improvement(a, b, (first, second))
     poi_low, poi_high = percentile_interval(poi_replicates)
     share = float((diff > 0).mean() + (diff == 0).mean() / 2)
+    fragile = [f for f, runs in ((first, a), (second, b)) if f in LEARNED_FAMILIES and runs.shape[1] == 1]
     return {"first": first, "second": second, "difference": a.mean() - b.mean(), "low": found.low,
             "high": found.high, "df": found.df, "share_draws_a_above_b": share,
-            "poi_runs": poi, "poi_runs_lo": poi_low, "poi_runs_hi": poi_high}  # fmt: skip
+            "poi_runs": poi, "poi_runs_lo": poi_low, "poi_runs_hi": poi_high,
+            "fragile": fragile}  # fmt: skip
 
 
 def oracle_split(curve: pd.DataFrame) -> dict[str, float]:

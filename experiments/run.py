@@ -22,6 +22,11 @@ run loses only the stages that were running; ``--force`` redoes all; ``config.js
 6. the outputs: ``curves.csv`` (every point, val and test), ``summary.csv`` (val-chosen points on test, with
    the measured compute), ``episodes.csv`` (their test episodes), the plots and ``report.md``.
 
+Any other model joins as saved tables (``agents.sources``): ``"tables": {task: [{"halt": path, "val": path, "test":
+path}, ...]}`` names, per task, one entry per TRM seed (several models count as seeds) of ``.npz`` files of per-step
+outputs (``Rollouts.from_arrays``' arguments) or ``Rollouts.save`` folders. Such a task runs stages 2-4 and 6 as
+any other (the halt-head family only where halt logits are given); it has no model to run, so no live stage.
+
 Stages 1-3 (and 5) are independent tasks; by default they run on a local Ray with the machine's cores
 (``--backend ray``, measured faster than ``--backend serial`` for ``make run`` on 2 cores), or on a cluster with
 ``--address``. A run holds an exclusive lock on ``--out`` (``.run.lock``): a second run there stops at once,
@@ -31,7 +36,6 @@ naming the first's PID. It starts by deleting the temp files that a killed run's
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -48,29 +52,31 @@ from agents.measure import deployable_choices, live_stage
 from agents.report import add_compute, analyse, write_outputs
 from agents.rl import HYPERPARAMETERS, N_ENVS
 from agents.rundir import is_fresh, remove_temp_files, run_keyed, run_lock
+from agents.sources import ModelSource, check_tables, source_digest
 from agents.stages import evaluate_stage, train_rl_stage, train_trm_stage
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import write_json_atomic
-from trm_env.rollouts import shipped_checkpoint
+from trm_env.rollouts import SHIPPED_SEEDS, shipped_checkpoint
 from trm_env.training import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_BACKEND = "ray"  # make run, quick config, 2 cores: 239 s on Ray vs 315 s serial (README)
-COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2], retrain=False,
-              eval_step_cost=DEFAULT_STEP_COST, learners=list(LEARNERS), task_kwargs={}, checkpoints={}, algo="ppo",
-              n_envs=N_ENVS["ppo"], hyperparameters={})
+COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2, 3, 4], retrain=False,
+              eval_step_cost=DEFAULT_STEP_COST, learners=list(LEARNERS), task_kwargs={}, checkpoints={}, tables={},
+              algo="ppo", n_envs=N_ENVS["ppo"], hyperparameters={})
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
                   total_timesteps=200_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
-                  n_resamples=1000, timing_samples=2048, timing_rounds=3, latency_samples=100),
+                  n_resamples=1000, timing_samples=2048, timing_rounds=3, latency_samples=100, live_all_seeds=False),
     # full: the extrapolation split too; three RL and learner seeds; PPO for 500k steps with its learning rate decayed
     # to 0 (docs/rl_tuning.md); every PonderNet variant and ACT cost. RL trains at the evaluation cost only (a
     # list of costs makes the training cost a knob chosen on val, at one RL training per cost and seed).
-    "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], step_costs=[DEFAULT_STEP_COST],
+    "full": dict(COMMON, tasks=[*COMMON["tasks"], "pointer-extrapolate"], trm_seeds=list(SHIPPED_SEEDS),
+                 step_costs=[DEFAULT_STEP_COST],
                  rl_seeds=[0, 1, 2], random_seeds=[0, 1, 2], learner_seeds=[0, 1, 2], total_timesteps=500_000,
                  hyperparameters={"learning_rate_end": 0.0}, ponder_variants=[list(v) for v in PONDER_VARIANTS],
                  act_taus=list(GRIDS["act"]), n_resamples=2000, timing_samples=4096, timing_rounds=5,
-                 latency_samples=300),
+                 latency_samples=300, live_all_seeds=True),
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",
@@ -100,18 +106,26 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
     for key in POSITIVE:
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {config[key]!r}")
+    if not isinstance(config["live_all_seeds"], bool):
+        raise ValueError(f"live_all_seeds must be true or false, got {config['live_all_seeds']!r}")
     unknown = sorted(set(config["learners"]) - set(LEARNERS))
     if unknown:
         raise ValueError(f"learners must be a list of {list(LEARNERS)}; unknown: {unknown}")
     if config["algo"] not in HYPERPARAMETERS:
         raise ValueError(f"algo must be one of {sorted(HYPERPARAMETERS)}, got {config['algo']!r}")
-    for key in ("task_kwargs", "checkpoints"):
+    for key in ("task_kwargs", "checkpoints", "tables"):
         if not isinstance(config[key], dict) or not set(config[key]) <= set(config["tasks"]):
             raise ValueError(f"{key} must map tasks of the config to their values, got {config[key]!r}")
+    both = sorted(set(config["checkpoints"]) & set(config["tables"]))
+    if both:
+        raise ValueError(f"give a task checkpoints or tables, not both: {both}")
+    for task, entries in config["tables"].items():
+        check_tables(task, entries, config["trm_seeds"])
     for task, folders in config["checkpoints"].items():
         if not isinstance(folders, list) or len(folders) != len(config["trm_seeds"]):
             raise ValueError(f"checkpoints[{task!r}] must list one run directory per TRM seed {config['trm_seeds']}")
-    missing = sorted({t for t in config["tasks"] for s in config["trm_seeds"] if not _source(config, t, s).is_file()})
+    missing = sorted({t for t in config["tasks"] for s in config["trm_seeds"]
+                      if t not in config["tables"] and not _source(config, t, s).is_file()})  # fmt: skip
     if not config["tasks"] or missing:
         what = "a training config in experiments/configs" if config["retrain"] else "a checkpoint per TRM seed"
         raise ValueError(f"tasks must be a non-empty list of tasks with {what}; {missing or 'none'} lack one")
@@ -125,10 +139,6 @@ def _source(config: dict[str, Any], task: str, seed: int) -> Path:
     given = config["checkpoints"].get(task)
     folder = Path(given[config["trm_seeds"].index(seed)]) if given else shipped_checkpoint(task, seed)
     return folder / "model.pt"
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Run:
@@ -193,8 +203,12 @@ class Run:
         if failed is not None:
             raise failed
 
-    def checkpoint(self, task: str, seed: int) -> Path:
-        """Stage 1: the TRM folder of ``task`` and ``seed`` (shipped, given in the config, or retrained)."""
+    def checkpoint(self, task: str, seed: int) -> ModelSource:
+        """Stage 1: the TRM folder of ``task`` and ``seed`` (shipped, given in the config, or retrained), or the
+        model's saved tables per split."""
+        if task in self.config["tables"]:
+            return check_tables(task, self.config["tables"][task], self.config["trm_seeds"])[
+                self.config["trm_seeds"].index(seed)]
         if not self.config["retrain"]:
             return _source(self.config, task, seed).parent
         folder = self.out / "trm" / task / f"seed{seed}"
@@ -204,7 +218,7 @@ class Run:
                    train_trm_stage, task=task, seed=seed, config_path=CONFIG_DIR / f"{task}.json", out_dir=folder)
         return folder
 
-    def rl_agents(self, task: str, seed: int, checkpoint: Path
+    def rl_agents(self, task: str, seed: int, checkpoint: ModelSource
                   ) -> tuple[list[Path], list[dict[str, Any]], list[int | None]]:  # fmt: skip
         """Stage 2: one agent per RL training cost and RL seed, trained on the halt split: paths, keys, jobs."""
         c = self.config
@@ -214,7 +228,7 @@ class Run:
             for rl_seed in c["rl_seeds"]:
                 path = self.out / "rl" / task / f"trm{seed}" / f"{c['algo']}_cost{cost:g}_seed{rl_seed}.pt"
                 key = {"stage": "rl", "task": task, "task_kwargs": self._task_kwargs(task),
-                       "checkpoint": sha256_file(checkpoint / "model.pt"), "cost": cost, "seed": rl_seed, **settings,
+                       "checkpoint": source_digest(checkpoint), "cost": cost, "seed": rl_seed, **settings,
                        "defaults": HYPERPARAMETERS[c["algo"]]}  # fmt: skip
                 jobs.append(self.stage(f"rl/{task}/trm{seed}/{path.stem}", path, key, train_rl_stage, task=task,
                                        task_kwargs=self._task_kwargs(task), checkpoint=checkpoint, step_cost=cost,
@@ -224,8 +238,8 @@ class Run:
                 keys.append(key)
         return paths, keys, jobs
 
-    def evaluations(self, task: str, seed: int, checkpoint: Path, rl: tuple[list[Path], list[dict], list[int | None]]
-                    ) -> dict[str, Path]:  # fmt: skip
+    def evaluations(self, task: str, seed: int, checkpoint: ModelSource,
+                    rl: tuple[list[Path], list[dict], list[int | None]]) -> dict[str, Path]:  # fmt: skip
         """Stage 3: every policy group's halting steps on val and test (the RL group after its agents)."""
         settings = self._settings()
         paths, keys, jobs = rl
@@ -233,7 +247,7 @@ class Run:
         for group in ("rules", "rl", *self.config["learners"]):
             path = self.out / "episodes" / task / f"trm{seed}" / f"{group}.npz"
             key = {"stage": "evaluate", "group": group, "task_kwargs": self._task_kwargs(task),
-                   "checkpoint": sha256_file(checkpoint / "model.pt"), "settings": settings,
+                   "checkpoint": source_digest(checkpoint), "settings": settings,
                    "grids": {"rules": DEFAULT_PARAMS, "learners": GRIDS},
                    "rl": keys if group == "rl" else []}  # fmt: skip
             self.stage(f"episodes/{task}/trm{seed}/{group}", path, key, evaluate_stage,
@@ -245,12 +259,16 @@ class Run:
 
     def live(self, task: str, checkpoints: dict[int, Path], chosen: dict[str, float],
              rl: dict[int, tuple[list[Path], list[dict], list[int | None]]]) -> Path:  # fmt: skip
-        """Stage 5: every deployable val-chosen point of ``task`` run live: equality, wall time, latency."""
+        """Stage 5: every deployable val-chosen point of ``task`` run live: equality on every TRM seed (the first
+        one only unless ``live_all_seeds``: each seed refits the learned families), wall time and latency."""
         c = self.config
+        if not c["live_all_seeds"]:
+            first = min(checkpoints)
+            checkpoints, rl = {first: checkpoints[first]}, {first: rl[first]}
         settings = {**self._settings(), **{key: c[key] for key in POSITIVE}}
         path = self.out / "live" / f"{task}.json"
         key = {"stage": "live", "task_kwargs": self._task_kwargs(task), "chosen": chosen, "settings": settings,
-               "checkpoints": {seed: sha256_file(folder / "model.pt") for seed, folder in checkpoints.items()},
+               "checkpoints": {seed: source_digest(folder) for seed, folder in checkpoints.items()},
                "rl": {seed: keys for seed, (_, keys, _) in rl.items()}}  # fmt: skip
         self.stage(f"live/{task}", path, key, live_stage, task=task, task_kwargs=self._task_kwargs(task),
                    checkpoints=checkpoints, chosen=chosen, settings=settings,
@@ -306,7 +324,7 @@ def _main(run: Run) -> int:
     analysis = analyse(artifacts, agents, config)
     live = {t.task: run.live(t.task, {seed: checkpoints[(t.task, seed)] for seed in config["trm_seeds"]},
                              deployable_choices(t.chosen), {seed: rl[(t.task, seed)] for seed in config["trm_seeds"]})
-            for t in analysis.tasks}  # fmt: skip
+            for t in analysis.tasks if t.task not in config["tables"]}  # fmt: skip
     run.flush()
     add_compute(analysis, live)
     write_outputs(run.out, analysis, config)

@@ -3,8 +3,11 @@ every load checks all their digests (``TRM_ENV_VERIFY``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
+from pathlib import Path
+from types import ModuleType
 
 os.environ["TRM_ENV_CACHE_DIR"] = tempfile.mkdtemp(prefix="trm_env_test_cache_")
 os.environ["TRM_ENV_VERIFY"] = "1"  # every table loaded in the suite is checked against its digests
@@ -16,6 +19,16 @@ from trm_env.model import TinyRecursiveModel
 from trm_env.rollouts import REWARDS, Rollouts, observation_layout
 from trm_env.task import Task, split_by_fractions
 from trm_env.training import TrainConfig, train
+
+
+def load_script(name: str) -> ModuleType:
+    """``experiments/<name>.py`` as a module (scripts are not a package), this checkout's copy."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ten_class_task(n: int = 600, seed: int = 0) -> Task:

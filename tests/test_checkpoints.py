@@ -1,4 +1,4 @@
-"""The checkpoints shipped inside the package (three TRM seeds per task) reproduce their recorded metrics."""
+"""The checkpoints shipped inside the package (ten TRM seeds per task) reproduce their recorded metrics."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(name: str, seed:
     model = TinyRecursiveModel.load(shipped_checkpoint(name, seed), input_dim=task.num_features)
     assert model.train_config == config["train"]  # the training config travels inside model.pt
     threshold = config["train"]["confidence_threshold"]
-    for split in ("halt", "val", "test"):
+    for split in ("halt", "val", "test") if seed < 3 else ("test",):  # every split of three seeds: the suite's time
         now = evaluate_steps(model, task, split, config["train"]["pnl_scale"], threshold)
         for key in ("accuracy", "mean_pnl", "profit_weighted_ce", "halt_target_rate"):
             np.testing.assert_allclose(now[key], metrics[split][key], rtol=0, atol=1e-6, err_msg=f"{split} {key}")

@@ -18,6 +18,7 @@ SCRIPTS = (
     "gpu_check.py",
     "benchmark.py",
     "bench_ray.py",
+    "early_exit_digits.py",
 )
 
 

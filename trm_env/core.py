@@ -28,8 +28,13 @@ from trm_env.slots import (
 from trm_env.task import Task
 from trm_env.tasks import load_task
 
-__all__ = ["DEFAULT_STEP_COST", "RENDER_MODES", "CoreAttributes", "HaltingCore", "IndexSampler", "check_choice",
-           "check_settings"]  # fmt: skip
+__all__ = ["DEFAULT_STEP_COST", "RENDER_MODES", "CoreAttributes", "DefaultTask", "HaltingCore", "IndexSampler",
+           "check_choice", "check_settings"]  # fmt: skip
+
+
+class DefaultTask(str):
+    """The task an env id names (``register_envs``): only a default, which a table given as ``rollouts=`` overrides
+    (``gym.make("trm_env/TRMHalting-v0", rollouts=table)`` views any table); a ``task=`` you pass must agree."""
 
 
 class HaltingCore(SlotCore):
@@ -57,7 +62,7 @@ class HaltingCore(SlotCore):
         source = ("sp500" if task is None else task) if rollouts is None else rollouts
         self.rollouts = table = as_rollouts(source, checkpoint, split, max_steps)
         name = task.name if isinstance(task, Task) else task
-        if rollouts is not None and name is not None and name != table.task_name:
+        if rollouts is not None and name is not None and name != table.task_name and not isinstance(task, DefaultTask):
             raise ValueError(f"task={name!r} disagrees with the rollouts given (task {table.task_name!r})")
         self.task_name, self.strategy_names, self.split = table.task_name, table.strategy_names, table.split
         self.max_steps, self.num_samples, self.layout = table.max_steps, table.num_samples, table.layout

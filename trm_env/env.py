@@ -21,7 +21,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from trm_env.checks import check_int
-from trm_env.core import DEFAULT_STEP_COST, RENDER_MODES, CoreAttributes, HaltingCore, IndexSampler
+from trm_env.core import DEFAULT_STEP_COST, RENDER_MODES, CoreAttributes, DefaultTask, HaltingCore, IndexSampler
 from trm_env.live_core import make_core
 from trm_env.model import TinyRecursiveModel
 from trm_env.rollouts import CHECKPOINT_DIR, OBSERVATIONS, REWARDS, Rollouts
@@ -138,7 +138,8 @@ class HaltingEnv(CoreAttributes, gym.Env[np.ndarray, int]):
     | `rollouts`    | `Rollouts` or folder   | None                   | a table (or `Rollouts.save` folder) to view |
     | `task_kwargs` | dict or None           | None                   | `load_task` overrides, e.g. `{"path": ...}` |
 
-    With `rollouts=`, the table fixes task, model, split and K (arguments that disagree raise `ValueError`).
+    With `rollouts=`, the table fixes task, model, split and K (arguments that disagree raise `ValueError`; the
+    task an env id names is only a default, so any id views any table, e.g. one of `Rollouts.from_arrays`).
     Your own prices: `gym.make(id, task="csv", task_kwargs={"path": "prices.csv"}, checkpoint="runs/my-trm")`.
 
     ## Vectorized environment
@@ -300,5 +301,5 @@ def register_envs() -> None:
                 id=env_id,
                 entry_point="trm_env.env:HaltingEnv",
                 vector_entry_point="trm_env.env:HaltingVectorEnv",
-                kwargs={"task": task},
+                kwargs={"task": DefaultTask(task)},  # a table given as rollouts= overrides it
             )

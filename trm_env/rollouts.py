@@ -13,6 +13,10 @@ instead of re-simulating. The key covers the model's weights and config, the tas
 strategy names, the split, K, the pnl scale and this code. Loads are checked (``trm_env.store``); a
 damaged cache folder is moved aside with a warning and the table simulated again.
 
+Any model that refines an answer step by step gets a table too: ``Rollouts.from_arrays`` takes its exported
+per-step logits, and ``simulate`` takes any object with the step protocol (``trm_env.stepping``) as
+``checkpoint``. Both build the table with ``simulate``'s own builder (``trm_env.arrays.table_fields``).
+
 >>> rollouts = simulate("regime-chain", split="test")
 >>> rollouts.observations["summary"].shape, rollouts.layout["halt_prob"]
 ((2400, 16, 16), slice(10, 11, None))
@@ -31,16 +35,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from trm_env.arrays import REWARDS, RewardTable, as_tensors, check_arrays, check_names, content_key, table_fields
 from trm_env.checks import check_int
+from trm_env.loss import PNL_SCALE
 from trm_env.model import TinyRecursiveModel, resolve_device
-from trm_env.observation import (
-    OBSERVATIONS,
-    halt_probability,
-    observation_bounds,
-    observation_layout,
-    observation_table,
+from trm_env.observation import OBSERVATIONS, observation_bounds, observation_layout
+from trm_env.resolve import (
+    CHECKPOINT_DIR,
+    SHIPPED_SEEDS,
+    module_digest,
+    resolve_model,
+    resolve_stepper,
+    shipped_checkpoint,
 )
-from trm_env.stepping import step_outcome
+from trm_env.stepping import Stepper, rollout_steps, stepper_pnl_scale
 from trm_env.store import discard, load_table, save_table
 from trm_env.task import Task
 from trm_env.tasks import load_task
@@ -53,16 +61,15 @@ __all__ = [
     "Rollouts",
     "as_rollouts",
     "observation_layout",
+    "resolve_model",
+    "resolve_stepper",
     "shipped_checkpoint",
     "simulate",
 ]
 
-REWARDS = ("profit_weighted_ce", "pnl", "correct")
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
-SHIPPED_SEEDS = (0, 1, 2)
 _PACKAGE = Path(__file__).parent
 # the code a table depends on: part of its key
-_CODE = ("rollouts.py", "observation.py", "stepping.py", "model.py", "loss.py")
+_CODE = ("rollouts.py", "arrays.py", "resolve.py", "observation.py", "stepping.py", "model.py", "loss.py")
 _CODE_DIGEST = hashlib.sha256(b"".join((_PACKAGE / name).read_bytes() for name in _CODE))
 _MEMORY: OrderedDict[str, Rollouts] = OrderedDict()
 _MEMORY_SIZE = 8
@@ -73,10 +80,11 @@ class Rollouts:
     """One model's trajectories over one split: N samples x K steps (step t+1 at position t).
 
     ``observations[mode]`` (N, K, D) float32 for "summary" and "latent"; ``halt_reward[reward]`` (N, K)
-    float64, the terminal reward of halting at step t+1 before step costs; per step (N, K):
-    ``prediction``, ``correct``, ``pnl`` (realized pnl of the prediction), ``profit_weighted_ce``,
+    float64, the terminal reward of halting at step t+1 before step costs; per step (N, K): ``prediction``,
+    ``correct``, ``pnl`` (realized pnl of the prediction; NaN without a pnl matrix), ``profit_weighted_ce``,
     ``halt_prob``; per sample (N,): ``index`` (row in the task), ``label``, ``difficulty`` and ``date``
-    where the task has them, and the task's privileged ``reference_steps``.
+    where the task has them, and the task's privileged ``reference_steps``. ``has_halt_head``: whether the model
+    gave halt logits (if not, ``halt_prob`` is 0.5 everywhere and the study skips the halt-head family).
     """
 
     key: str
@@ -100,6 +108,45 @@ class Rollouts:
     pnl_scale: float
     horizon: int
     strategy_names: tuple[str, ...]
+    has_halt_head: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.halt_reward, RewardTable):  # a missing reward mode says why (trm_env.arrays)
+            object.__setattr__(self, "halt_reward", RewardTable(self.halt_reward))
+
+    @classmethod
+    def from_arrays(cls, logits: Any, labels: Any, *, halt_logits: Any = None, pnl_matrix: Any = None, pnl: Any = None,
+                    difficulty: Any = None, split: str = "test", task_name: str = "custom", latent: Any = None,
+                    pnl_scale: float = PNL_SCALE) -> Rollouts:  # fmt: skip
+        """The table of any model's per-step outputs over one split: logits (N, K, C) of steps 1..K (K >= 2, C >= 2)
+        and labels (N,) in [0, C); numpy arrays or tensors, e.g. ``**np.load("test.npz")``.
+
+        Optional: ``halt_logits`` (N, K) (else ``halt_prob`` is 0.5 and the halt-head family is skipped);
+        ``latent`` (N, K, H), |values| <= sqrt(H) (else the "latent" observation is the "summary" one);
+        ``pnl_matrix`` (N, C) and/or ``pnl`` (N,) (the labelled answer's pnl; default: the matrix's entry);
+        ``difficulty`` (N,). Observations, rewards and info come from ``simulate``'s own builder. Rewards:
+
+        - ``"profit_weighted_ce"``: ``-(1 - tanh(pnl / pnl_scale)) * CE``; without pnl, pnl is 0 and the weight
+          1, so it is ``-CE`` (the negative cross-entropy of the label);
+        - ``"correct"``: 1.0 if the step's argmax is the label, else 0.0;
+        - ``"pnl"``: ``pnl_matrix[prediction] / pnl_scale``, only with a pnl matrix (asking a table without one
+          is a ``ValueError``; its per-step ``pnl`` info is NaN).
+
+        ``index`` is 0..N-1, no dates or privileged references, horizon 1. The key is the sha256 of the arrays
+        and settings (and this code). Bad input is a ``ValueError`` naming the argument.
+        """
+        check_names(split, task_name, pnl_scale)
+        arrays = check_arrays(logits, labels, halt_logits, latent, pnl_matrix, pnl, difficulty)
+        key = content_key([_CODE_DIGEST.hexdigest(), "arrays", task_name, split, float(pnl_scale)], arrays)
+        if key in _MEMORY:
+            return _remember(key, _MEMORY[key])
+        t = as_tensors(arrays)
+        fields = table_fields(t["logits"], t["halt_logits"], t["latent"], t["labels"], t["pnl"], t["pnl_matrix"],
+                              pnl_scale)  # fmt: skip
+        n, c = len(arrays["labels"]), fields["num_classes"]
+        return _remember(key, cls(key=key, task_name=task_name, split=split, **fields, index=np.arange(n),
+                                  difficulty=arrays["difficulty"], date=None, reference_steps={}, horizon=1,
+                                  strategy_names=tuple(str(i) for i in range(c))))  # fmt: skip
 
     @property
     def num_samples(self) -> int:
@@ -161,108 +208,102 @@ def default_cache_dir() -> Path | None:
 # ---- simulation -----------------------------------------------------------------------------------
 
 
-def shipped_checkpoint(task_name: str, seed: int = 0) -> Path:
-    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (0, 1 and 2 are shipped)."""
-    return CHECKPOINT_DIR / task_name / f"seed{seed}"
-
-
-def resolve_model(checkpoint: str | Path | TinyRecursiveModel | None, task: Task) -> TinyRecursiveModel:
-    """The model from ``checkpoint`` (default: the task's shipped seed-0 TRM), checked against the task."""
-    if isinstance(checkpoint, TinyRecursiveModel):
-        model = checkpoint
-    elif checkpoint is None or isinstance(checkpoint, str | os.PathLike):
-        path = shipped_checkpoint(task.name) if checkpoint is None else Path(checkpoint)
-        if checkpoint is None and not (path / "model.pt").is_file():
-            raise ValueError(f"no shipped checkpoint for task {task.name!r} at {str(path)!r}; "
-                             "pass checkpoint=<model.pt, run directory or TinyRecursiveModel>")  # fmt: skip
-        model = TinyRecursiveModel.load(path)
-    else:
-        raise TypeError(f"checkpoint must be None, a path or a TinyRecursiveModel, got {type(checkpoint).__name__}")
-    if model.input_dim != task.num_features:
-        raise ValueError(f"checkpoint expects input width {model.input_dim}, but task {task.name!r} has "
-                         f"{task.num_features}")  # fmt: skip
-    mine = (model.num_classes, model.n_chunks, model.chunk_dim)
-    theirs = (task.num_classes, task.n_chunks, task.chunk_dim)
-    if mine != theirs:
-        raise ValueError(f"checkpoint has {mine[0]} classes and stream chunks {mine[1]}x{mine[2]}, but task "
-                         f"{task.name!r} has {theirs[0]} classes and chunks {theirs[1]}x{theirs[2]}")  # fmt: skip
-    return model
-
-
-def _model_digest(model: TinyRecursiveModel) -> str:
-    """sha256 of the model's config and weights: the key of its content, wherever it came from."""
-    digest = hashlib.sha256(json.dumps(model.config, sort_keys=True).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+def _simulation_key(model: Any, task: Task, split: str, k: int, where: torch.device, key: str | None) -> str | None:
+    """The content key of a simulation, or None (a stepper that is no ``nn.Module`` and was given no ``key``)."""
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError(f"key must be a non-empty string (a version of the stepper), got {key!r}")
+    if not isinstance(model, torch.nn.Module) and key is None:
+        return None
+    identity = module_digest(model) if isinstance(model, torch.nn.Module) else None
+    parts = [_CODE_DIGEST.hexdigest(), identity, task.key(), task.horizon, list(task.strategy_names), split, k,
+             stepper_pnl_scale(model)]  # the task's key, and the two task fields it does not hash
+    parts += ([] if key is None else [key]) + ([] if where.type == "cpu" else [where.type])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def simulate(
     task: str | Task,
-    checkpoint: str | Path | TinyRecursiveModel | None = None,
+    checkpoint: str | Path | TinyRecursiveModel | Stepper | None = None,
     split: str = "test",
     max_steps: int | None = None,
     device: str = "cpu",
     cache_dir: str | Path | bool | None = True,
+    key: str | None = None,
 ) -> Rollouts:
     """The rollout table of ``checkpoint`` (default: the task's shipped model) over ``split``, K steps.
 
-    ``task`` is a name of ``load_task`` or a ``Task``; ``checkpoint`` a ``model.pt``, a run directory or a
-    ``TinyRecursiveModel``. ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (where the rollout runs; a table
-    made on an accelerator is keyed apart from the CPU's). ``cache_dir=True`` uses ``default_cache_dir()``;
-    a path, that folder; ``False``/``None`` keeps the table in memory only.
+    ``task`` is a name of ``load_task`` or a ``Task``; ``checkpoint`` a ``model.pt``, a run directory, a
+    ``TinyRecursiveModel``, or **any stepper** (``trm_env.stepping``: ``initial_state(x)``, ``step(state)``;
+    optional ``latent(state)``, ``max_steps`` (else pass ``max_steps``), ``pnl_scale`` (default 0.05)).
+    Tables are cached by content: a TRM or any ``torch.nn.Module`` stepper is keyed by its class, config and
+    weights (``state_dict``); any other stepper only by ``key``, a version string you pass: without it, its table
+    is simulated every call and cached nowhere. ``key`` also joins a module's key (for behaviour its weights do
+    not hold). ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (where the rollout runs; a table made on an
+    accelerator is keyed apart from the CPU's). ``cache_dir=True`` uses ``default_cache_dir()``; a path, that
+    folder; ``False``/``None`` keeps the table in memory only.
     """
     if not isinstance(task, Task | str):
         raise TypeError(f"task must be a task name or a Task, got {type(task).__name__}")
     task = load_task(task) if isinstance(task, str) else task
     task.split(split)  # ValueError listing the valid splits
-    model = resolve_model(checkpoint, task)
-    max_steps = check_int("max_steps", model.max_steps if max_steps is None else max_steps, maximum=model.max_steps)
+    model = resolve_stepper(checkpoint, task)
+    most = getattr(model, "max_steps", None)
+    if max_steps is None and most is None:
+        raise ValueError("max_steps must be given: the stepper states no max_steps of its own")
+    max_steps = check_int("max_steps", most if max_steps is None else max_steps, maximum=most)
     where = resolve_device(device)
-    parts = [_CODE_DIGEST.hexdigest(), _model_digest(model), task.key(), task.horizon, list(task.strategy_names),
-             split, max_steps, model.pnl_scale]  # the task's key, and the two task fields it does not hash
-    parts += [] if where.type == "cpu" else [where.type]
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-    if key in _MEMORY:
-        return _remember(key, _MEMORY[key])
+    table_key = _simulation_key(model, task, split, max_steps, where, key)
+    if table_key is None:
+        return _simulate(model, task, split, max_steps, None, where)
+    if table_key in _MEMORY:
+        return _remember(table_key, _MEMORY[table_key])
     folder = default_cache_dir() if cache_dir is True else (Path(cache_dir) if cache_dir else None)
-    if folder is not None and (folder / key).exists():
+    if folder is not None and (folder / table_key).exists():
         try:
-            return _remember(key, Rollouts.load(folder / key))
+            return _remember(table_key, Rollouts.load(folder / table_key))
         except ValueError as error:  # damaged: moved aside with a warning, then simulated again
-            discard(folder / key, error)
-    rollouts = _simulate(model, task, split, max_steps, key, where)
+            discard(folder / table_key, error)
+    rollouts = _simulate(model, task, split, max_steps, table_key, where)
     if folder is not None:
-        rollouts.save(folder / key)
-    return _remember(key, rollouts)
+        rollouts.save(folder / table_key)
+    return _remember(table_key, rollouts)
 
 
 @torch.no_grad()
-def _simulate(model: TinyRecursiveModel, task: Task, split: str, k: int, key: str, device: torch.device) -> Rollouts:
-    """One batched rollout over the split, turned into observation, reward and info tables step by step
-    (``observation_step`` and ``step_outcome``: the functions live halting uses too)."""
+def _simulate(model: TinyRecursiveModel | Stepper, task: Task, split: str, k: int, key: str | None,
+              device: torch.device) -> Rollouts:  # fmt: skip
+    """One batched rollout over the split, turned into a table by ``table_fields`` (built step by step with the
+    functions live halting uses). ``key`` None: the table's key is the digest of its model outputs."""
     rows = task.split(split)
-    x = torch.from_numpy(np.ascontiguousarray(task.features[rows]))
-    home = next(model.parameters()).device
-    logits, halt_logits, y = (t.cpu() for t in model.to(device).rollout(x.to(device), steps=k, return_answers=True))
-    model.to(home)
-    latent, layout = observation_table(logits, halt_logits, y)
-    labels, pnl = torch.from_numpy(task.labels[rows]), torch.from_numpy(task.pnl[rows])
+    x = torch.from_numpy(np.ascontiguousarray(task.features[rows])).to(device)
+    module = model if isinstance(model, torch.nn.Module) else None
+    home = next(module.parameters(), torch.empty(0)).device if module is not None else None
+    try:
+        if module is not None:
+            module.to(device)
+        if isinstance(model, TinyRecursiveModel):
+            outputs = model.rollout(x, steps=k, return_answers=True)
+        else:
+            outputs = rollout_steps(model, x, k)
+    finally:
+        if module is not None:
+            module.to(home)
+    logits, halt_logits, latent = (None if t is None else t.cpu() for t in outputs)
+    if logits.shape[-1] != task.num_classes:
+        raise ValueError(f"the model gives {logits.shape[-1]} classes, but task {task.name!r} has {task.num_classes}")
     pnl_matrix = torch.from_numpy(task.pnl_matrix[rows])
-    steps = [step_outcome(logits[:, t].contiguous(), labels, pnl, pnl_matrix, model.pnl_scale) for t in range(k)]
-    out = {name: np.stack([step[name] for step in steps], axis=1) for name in steps[0]}
+    fields = table_fields(logits, halt_logits, latent, torch.from_numpy(task.labels[rows]),
+                          torch.from_numpy(task.pnl[rows]), pnl_matrix, stepper_pnl_scale(model))  # fmt: skip
+    if key is None:
+        outputs = {"logits": logits.numpy(), "halt_logits": None if halt_logits is None else halt_logits.numpy(),
+                   "latent": None if latent is None else latent.numpy()}  # fmt: skip
+        key = content_key([_CODE_DIGEST.hexdigest(), "stepper", task.key(), split, fields["pnl_scale"]], outputs)
     dates = task.dates[rows] if np.issubdtype(task.dates.dtype, np.datetime64) else None
     return Rollouts(
-        key=key, task_name=task.name, split=split,
-        observations={"summary": np.ascontiguousarray(latent[..., : layout["latent"].start]), "latent": latent},
-        halt_reward={mode: out[f"reward_{mode}"] for mode in REWARDS}, prediction=out["prediction"],
-        correct=out["correct"], pnl=out["pnl"], profit_weighted_ce=out["profit_weighted_ce"],
-        halt_prob=halt_probability(halt_logits).double().numpy(), index=rows.copy(), label=labels.numpy(),
+        key=key, task_name=task.name, split=split, **fields, index=rows.copy(),
         difficulty=None if task.difficulty is None else task.difficulty[rows].copy(), date=dates,
         reference_steps={name: steps[rows].copy() for name, steps in task.reference_steps.items()},
-        layout=layout, num_classes=logits.shape[-1], max_steps=k, pnl_scale=model.pnl_scale, horizon=task.horizon,
-        strategy_names=tuple(task.strategy_names),
+        horizon=task.horizon, strategy_names=tuple(task.strategy_names),
     )  # fmt: skip
 
 
