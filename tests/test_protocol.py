@@ -14,6 +14,7 @@ from conftest import hand_rollouts
 
 import agents.learners as learners_module
 import agents.measure as measure_module
+import agents.sources as sources_module
 import agents.stages as stages_module
 from agents import evaluate_policies, train_rl_policy
 from agents.learners import LEARNERS, fit_learners
@@ -87,7 +88,7 @@ def test_stages_hand_learners_the_halt_table(ten_class: tuple[Task, TinyRecursiv
     """The evaluation stage and the live stage give the learners the checkpoint's halt table to fit on and its val
     table to choose on (the ten-class task stands in for the named one)."""
     task, model = ten_class
-    for module in (stages_module, measure_module):
+    for module in (sources_module, measure_module):
         monkeypatch.setattr(module, "load_task", lambda name, **kwargs: task)
     expected = {split: simulate(task, model, split=split).key for split in ("halt", "val")}
     seen: list[tuple[str, str]] = []
