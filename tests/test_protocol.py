@@ -28,7 +28,8 @@ from trm_env.task import Task
 K, COST = 4, 0.01
 SETTINGS = {"step_cost": COST, "random_seeds": [0], "learner_seeds": [0], "ponder_variants": [[0.2, 0.01]],
             "act_taus": [0.001]}  # fmt: skip
-KNOBS = {"fitted_q": 0.0, "fitted_q_ridge": 0.0, "correct_head": 0.5, "continuation_head": 0.5, "ponder": 0.5, "act": 0.001}
+KNOBS = {"fitted_q": 0.0, "fitted_q_ridge": 0.0, "correct_head": 0.5, "continuation_head": 0.5, "ponder": 0.5,
+         "act": 0.001}  # fmt: skip
 
 
 def _taught(split: str, best: int) -> Rollouts:
