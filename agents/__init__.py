@@ -4,6 +4,7 @@
 >>> frame = evaluate(HaltHeadPolicy(0.5), task="regime-chain")  # doctest: +SKIP
 """
 
+from agents.calibrate import Calibration, calibrate
 from agents.curves import curve_from_episodes, halting_curve, summarize
 from agents.evaluation import evaluate, evaluate_by_stepping, evaluate_policies, halting_steps
 from agents.live import evaluate_live
@@ -22,6 +23,7 @@ from agents.rl import RLHaltingPolicy, train_rl_policy
 
 __all__ = [
     "POLICY_NAMES",
+    "Calibration",
     "ConfidencePolicy",
     "FixedDepthPolicy",
     "HaltHeadPolicy",
@@ -30,6 +32,7 @@ __all__ = [
     "PrivilegedPolicy",
     "RLHaltingPolicy",
     "RandomPolicy",
+    "calibrate",
     "curve_from_episodes",
     "evaluate",
     "evaluate_by_stepping",

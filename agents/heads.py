@@ -22,11 +22,16 @@ profit-weighted CE ``L_t`` of halting there, the reward ``r_t = -L_t`` and corre
 ``ponder`` and ``act`` accumulate over steps, so they are stateful (``agents.cumulative``): a batch's row i
 continues row i of the previous call, and a row at step 1 starts afresh (both evaluation paths call them once
 per step). Their distributions and losses are ``trm_env.halting_loss``'s, shared with the joint training.
+Each head trains with full-batch Adam on a seeded subset of the halt split; its ``HeadSettings`` (width,
+Adam steps, learning rate, subset size) default to ``HEAD_SETTINGS[name]``, chosen per head by a search
+on val (``experiments/tune_heads.py``, docs/heads_tuning.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,11 +44,34 @@ from trm_env.halting_loss import ACT_EPSILON, act_distribution, act_loss, ponder
 from trm_env.model import torch_threads
 from trm_env.rollouts import Rollouts
 
-__all__ = ["ACT_EPSILON", "ACTPolicy", "ContinuationHeadPolicy", "CorrectHeadPolicy", "PonderPolicy",
-           "act_distribution", "continuation_target", "ponder_distribution"]  # fmt: skip
+__all__ = ["ACT_EPSILON", "HEAD_SETTINGS", "ACTPolicy", "ContinuationHeadPolicy", "CorrectHeadPolicy", "HeadSettings",
+           "PonderPolicy", "act_distribution", "continuation_target", "ponder_distribution"]  # fmt: skip
 
 HALT_BIAS = -5.0
-HIDDEN, STEPS, LR, MAX_SAMPLES = 32, 300, 0.02, 1000  # full-batch Adam on at most MAX_SAMPLES trajectories
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """How a head trains: an MLP of one ``hidden``-unit tanh layer, ``steps`` full-batch Adam steps at ``lr``
+    on the trajectories of at most ``max_samples`` samples."""
+
+    hidden: int = 32
+    steps: int = 300
+    lr: float = 0.02
+    max_samples: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "steps", "max_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not (0 < self.lr < math.inf):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+
+
+# the search on val (regime-chain and pointer, docs/heads_tuning.md); act kept the old defaults
+HEAD_SETTINGS = {"correct_head": HeadSettings(hidden=64), "continuation_head": HeadSettings(lr=0.05),
+                 "ponder": HeadSettings(lr=0.05), "act": HeadSettings()}  # fmt: skip
 
 
 def continuation_target(rewards: np.ndarray, step_cost: float) -> np.ndarray:
@@ -60,8 +88,11 @@ def continuation_target(rewards: np.ndarray, step_cost: float) -> np.ndarray:
 class HeadPolicy(HaltingPolicy):
     """A small MLP from the observation to a halting logit, fitted on a table (see the module docstring)."""
 
-    def __init__(self, param: float, seed: int = 0) -> None:
+    def __init__(self, param: float, seed: int = 0, settings: HeadSettings | None = None) -> None:
+        if settings is not None and not isinstance(settings, HeadSettings):
+            raise TypeError(f"settings must be a HeadSettings, got {settings!r}")
         self.param, self.seed = param, int(seed)
+        self.settings = HEAD_SETTINGS[self.name] if settings is None else settings
         self.net: nn.Sequential | None = None
         self._scale: tuple[np.ndarray, np.ndarray] | None = None
         self.details: dict[str, float] = {}
@@ -71,21 +102,21 @@ class HeadPolicy(HaltingPolicy):
         return torch.from_numpy(((observations - mean) / std).astype(np.float32))
 
     def _fit(self, table: Rollouts, loss_fn: Callable[[torch.Tensor, np.ndarray], torch.Tensor]) -> None:
-        """Full-batch Adam on the trajectories of at most ``MAX_SAMPLES`` samples (a seeded subset);
+        """Full-batch Adam on the trajectories of at most ``settings.max_samples`` samples (a seeded subset);
         ``loss_fn(logits (n, K), rows)`` gets the logits and which table rows they belong to."""
-        rng = np.random.default_rng(self.seed)
-        n = table.num_samples
-        rows = np.sort(rng.choice(n, MAX_SAMPLES, replace=False)) if n > MAX_SAMPLES else np.arange(n)
+        rng, n, size = np.random.default_rng(self.seed), table.num_samples, self.settings.max_samples
+        rows = np.sort(rng.choice(n, size, replace=False)) if n > size else np.arange(n)
         observations = table.observations["summary"][rows]
         flat = observations.reshape(-1, observations.shape[-1]).astype(np.float64)
         self._scale = (flat.mean(axis=0), np.where(flat.std(axis=0) > 1e-8, flat.std(axis=0), 1.0))
         torch.manual_seed(self.seed)
-        self.net = nn.Sequential(nn.Linear(flat.shape[1], HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 1))
+        hidden = self.settings.hidden
+        self.net = nn.Sequential(nn.Linear(flat.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, 1))
         nn.init.constant_(self.net[-1].bias, HALT_BIAS)
         x = self._inputs(observations)
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=LR)
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.settings.lr)
         with torch_threads(1):
-            for _ in range(STEPS):
+            for _ in range(self.settings.steps):
                 optimizer.zero_grad()
                 loss_fn(self.net(x)[..., 0], rows).backward()
                 optimizer.step()
@@ -98,14 +129,14 @@ class HeadPolicy(HaltingPolicy):
 
     def with_param(self, param: float) -> HeadPolicy:
         """The same fitted head with another knob value (no refit)."""
-        other = type(self)(param, self.seed)
+        other = type(self)(param, self.seed, self.settings)
         other.net, other._scale, other.details = self.net, self._scale, self.details
         return other
 
 
 class _ClassifierHead(HeadPolicy):
-    def __init__(self, threshold: float = 0.5, seed: int = 0) -> None:
-        super().__init__(check_probability("threshold", threshold), seed)
+    def __init__(self, threshold: float = 0.5, seed: int = 0, settings: HeadSettings | None = None) -> None:
+        super().__init__(check_probability("threshold", threshold), seed, settings)
 
     def target(self, table: Rollouts, step_cost: float, reward: str) -> np.ndarray:
         raise NotImplementedError
@@ -152,8 +183,8 @@ class PonderPolicy(_CumulativeHead):
 
     name = "ponder"
 
-    def __init__(self, q: float = 0.5, seed: int = 0) -> None:
-        super().__init__(check_probability("q", q), seed)
+    def __init__(self, q: float = 0.5, seed: int = 0, settings: HeadSettings | None = None) -> None:
+        super().__init__(check_probability("q", q), seed, settings)
 
     def fit(self, table: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce",
             lambda_p: float = 0.2, beta: float = 0.01) -> PonderPolicy:  # fmt: skip
@@ -174,10 +205,10 @@ class ACTPolicy(_CumulativeHead):
 
     name = "act"
 
-    def __init__(self, tau: float = 0.01, seed: int = 0) -> None:
+    def __init__(self, tau: float = 0.01, seed: int = 0, settings: HeadSettings | None = None) -> None:
         if not tau >= 0:
             raise ValueError(f"tau must be >= 0, got {tau!r}")
-        super().__init__(float(tau), seed)
+        super().__init__(float(tau), seed, settings)
 
     def fit(self, table: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
             ) -> ACTPolicy:  # fmt: skip

@@ -51,15 +51,30 @@ LATENCY_FAMILIES = ("halt_head", "fitted_q", "rl_ppo")
 BATCH = 1024
 
 
-def deployable_choices(chosen: Any) -> dict[str, float]:
-    """family -> val-chosen knob of the families that can run live (not the oracle, not the privileged rules)."""
-    return {row["policy"]: float(row["param"]) for _, row in chosen.iterrows()
-            if row["policy"] != "oracle" and not row["policy"].startswith("privileged_")}  # fmt: skip
+def deployable_choices(chosen: Any) -> dict[str, Any]:
+    """family -> val-chosen knob of the families that can run live (not the oracle, not the privileged rules);
+    where ``chosen`` has a ``per_trm_seed`` dict (the calibrated families), TRM seed -> [family, knob] instead."""
+    out: dict[str, Any] = {}
+    for _, row in chosen.iterrows():
+        if row["policy"] != "oracle" and not row["policy"].startswith("privileged_"):
+            per_seed = row.get("per_trm_seed")
+            out[row["policy"]] = per_seed if isinstance(per_seed, dict) else float(row["param"])
+    return out
+
+
+def _at_seed(family: str, choice: Any, seed: int) -> tuple[str, float]:
+    """The (family, knob) that a family's choice runs on TRM seed ``seed``."""
+    if isinstance(choice, dict):
+        found = choice[seed] if seed in choice else choice[str(seed)]
+        return str(found[0]), float(found[1])
+    return family, float(choice)
 
 
 def chosen_policy(family: str, param: float, halt_table: Any, val_table: Any, settings: dict[str, Any],
-                  rl_paths: Sequence[Path]) -> HaltingPolicy:  # fmt: skip
-    """The policy at a family's chosen knob, as the evaluation stage made it (learner seed 0)."""
+                  rl_paths: Sequence[Path], fitted: dict[Any, list[HaltingPolicy]] | None = None
+                  ) -> HaltingPolicy:  # fmt: skip
+    """The policy at a family's chosen knob, as the evaluation stage made it (learner seed 0); ``fitted`` keeps the
+    learners fitted on these tables for the next call (a calibrated family reuses its base's fit)."""
     if family.startswith("rl_"):
         path = next((p for p in rl_paths if np.isclose(RLHaltingPolicy.load(p).param, param)), None)
         if path is None:
@@ -67,9 +82,12 @@ def chosen_policy(family: str, param: float, halt_table: Any, val_table: Any, se
         return RLHaltingPolicy.load(path)
     if family in LEARNERS:
         taus = [param] if family == "act" else settings["act_taus"]
-        points = fit_learners(family, halt_table, val_table, settings["step_cost"], [0],
-                              [tuple(v) for v in settings["ponder_variants"]], taus)  # fmt: skip
-        return next(p for p in points if np.isclose(p.param, param))
+        fitted = {} if fitted is None else fitted
+        key = (family, tuple(taus))
+        if key not in fitted:
+            fitted[key] = fit_learners(family, halt_table, val_table, settings["step_cost"], [0],
+                                       [tuple(v) for v in settings["ponder_variants"]], taus)  # fmt: skip
+        return next(p for p in fitted[key] if np.isclose(p.param, param))
     return make_policy(family, int(param) if family in ("fixed_depth", "patience") else param)
 
 
@@ -132,7 +150,8 @@ def _joint_live(task: Any, chosen: dict[str, float], joint: dict[int, dict[str, 
         for family, param in chosen.items():
             policy = joint_policies(family, (param,))[0]
             table = simulate(task, folders[family], split="test")
-            result["mismatches"][seed][family] = _mismatches(policy, table, task, folders[family], cost)
+            result["mismatches"].setdefault(seed, {})[family] = _mismatches(policy, table, task, folders[family],
+                                                                            cost)  # fmt: skip
             if seed == first:
                 model = resolve_model(folders[family], task)
                 inputs, spec = _timing_inputs(task, model, settings["timing_samples"])
@@ -140,13 +159,14 @@ def _joint_live(task: Any, chosen: dict[str, float], joint: dict[int, dict[str, 
                 result["timing"][family] = timing[family]
 
 
-def live_stage(task: str, task_kwargs: dict[str, Any], checkpoints: dict[int, Path], chosen: dict[str, float],
+def live_stage(task: str, task_kwargs: dict[str, Any], checkpoints: dict[int, Path], chosen: dict[str, Any],
                settings: dict[str, Any], rl_paths: dict[int, list[Path]], out: Path,
                joint: dict[int, dict[str, Path]] | None = None) -> None:  # fmt: skip
     """Measure every deployable chosen point of ``task`` (module docstring); write ``out`` (JSON).
 
-    ``chosen``: family -> val-chosen knob; ``settings``: the evaluation settings plus ``timing_samples``,
-    ``timing_rounds`` and ``latency_samples``; ``joint``: the joint families' own TRM folders per seed.
+    ``chosen``: family -> val-chosen knob (or TRM seed -> [family, knob], see ``deployable_choices``);
+    ``settings``: the evaluation settings plus ``timing_samples``, ``timing_rounds`` and ``latency_samples``;
+    ``joint``: the joint families' own TRM folders per seed.
     """
     loaded, cost = load_task(task, **task_kwargs), settings["step_cost"]
     own = {family: param for family, param in chosen.items() if family in JOINT_FAMILIES}
@@ -155,8 +175,9 @@ def live_stage(task: str, task_kwargs: dict[str, Any], checkpoints: dict[int, Pa
     with torch_threads(1):
         for seed, checkpoint in sorted(checkpoints.items()):
             tables = {split: simulate(loaded, checkpoint, split=split) for split in ("halt", "val", "test")}
-            policies = {family: chosen_policy(family, param, tables["halt"], tables["val"], settings, rl_paths[seed])
-                        for family, param in chosen.items()}  # fmt: skip
+            fitted: dict[Any, list[HaltingPolicy]] = {}
+            policies = {family: chosen_policy(*_at_seed(family, choice, seed), tables["halt"], tables["val"], settings,
+                                              rl_paths[seed], fitted) for family, choice in chosen.items()}  # fmt: skip
             result["mismatches"][seed] = {family: _mismatches(p, tables["test"], loaded, checkpoint, cost)
                                           for family, p in policies.items()}  # fmt: skip
             if seed == min(checkpoints):

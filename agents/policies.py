@@ -277,7 +277,8 @@ _FAMILIES: dict[str, type[HaltingPolicy]] = {
     "random": RandomPolicy,
     "oracle": OraclePolicy,
 }
-LEARNED_FAMILIES = ("fitted_q", "correct_head", "continuation_head", "ponder", "act", "rl_ppo", "rl_dqn")
+LEARNED_FAMILIES = ("fitted_q", "fitted_q_ridge", "correct_head", "continuation_head", "ponder", "act", "rl_ppo",
+                    "rl_dqn")
 POLICY_NAMES = (*_FAMILIES, *LEARNED_FAMILIES)
 
 

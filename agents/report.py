@@ -1,16 +1,29 @@
-"""The study's outputs: analyse the stage artifacts of a run, then write the CSVs, the plots and report.md."""
+"""The study's outputs: analyse the stage artifacts of a run, then write the CSVs, the plots and report.md.
+
+``report.md`` (sections from ``agents.report_text``; figures from ``FIGURES``, each a function of a task's
+analysis and the family styles):
+
+1. a title, one paragraph on what is compared;
+2. per task: a headline (3-6 sentences), the compact table, the forest plot, the calibrated exits;
+3. the re-split check of the calibrated exits' guarantee (where any task has one), with its figure;
+4. "Figures": per task, the curves and the rest of ``FIGURES``;
+5. "Details": the protocol and the run's settings, then per task the ``DETAILS`` sections (verdicts, shares,
+   oracle and bootstrap, grid edges and collapse, difficulty, live halting).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from matplotlib.figure import Figure
 
+from agents.calibrate import exchangeability
 from agents.curves import summarize as curve_summary
 from agents.joint import JOINT_FAMILIES
 from agents.joint_study import (
@@ -24,27 +37,38 @@ from agents.joint_study import (
     step_lines,
     step_profiles,
 )
+from agents.ltt_study import BASES, add_calibrated, chosen_risk, coverage, live_choices, mark_selected
 from agents.measure import COMPUTE_COLUMNS
-from agents.plots import plot_curves, plot_difficulty, plot_halting_steps, plot_wall_time, save_figure
-from agents.policies import LEARNED_FAMILIES
+from agents.plots import (
+    family_styles,
+    plot_coverage,
+    plot_curves,
+    plot_difficulty,
+    plot_forest,
+    plot_halting_steps,
+    plot_wall_time,
+    save_figure,
+)
+from agents.report_text import (
+    DETAILS,
+    PROTOCOL,
+    calibration_lines,
+    compact_table,
+    coverage_lines,
+    detail_lines,
+    headline,
+    markdown_table,
+)
 from agents.sources import split_table
 from agents.stages import EVAL_SPLITS, halting_frame, load_points
 from agents.stats import Draws, block_length
 from agents.study import Results, choose, curves, oracle_split, summarize, verdict
 from trm_env.io import atomic_path
 
-__all__ = ["PROTOCOL", "Analysis", "analyse", "markdown_table", "write_outputs"]
+__all__ = ["FIGURES", "PROTOCOL", "Analysis", "TaskAnalysis", "analyse", "analyse_task", "load_results",
+           "markdown_table", "write_outputs"]  # fmt: skip
 
-PROTOCOL = (
-    "Protocol: the TRM trains on `train`; every halting learner (RL, fitted-Q) trains on `halt`, which the "
-    "TRM never saw; every choice (each family's knob, the RL training cost, the fixed-depth reference) is made "
-    "on `val`; `test` is used once, to report. CIs are 95%: a t interval over the TRM seeds' means (learner "
-    "seeds averaged) whose variance adds the samples' shared variance from a bootstrap of samples (in circular "
-    "blocks of consecutive days on market tasks), with Satterthwaite's degrees of freedom; shares get Fieller's "
-    "interval."
-)
 VERDICTS = (("rl_ppo", "halt_head"), ("rl_ppo", "fitted_q"), ("halt_head", "fitted_q"))
-LEARNED = ("halt_head", *LEARNED_FAMILIES, *JOINT_FAMILIES)
 
 
 @dataclass
@@ -58,9 +82,18 @@ class TaskAnalysis:
     oracle: dict[str, float]
     blocks: dict[str, int]
     halt_target_rate: np.ndarray | None  # None: the model came as saved tables (agents.sources)
-    lines: list[str] = field(default_factory=list)
     compute: dict[str, Any] = field(default_factory=dict)
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # agents.ltt_study.CALIBRATION_COLUMNS
+    coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # agents.ltt_study.COVERAGE_COLUMNS
+    base_risk: dict[str, float] = field(default_factory=dict)  # base family -> test risk of its val-chosen point
+    exchangeability: str | None = None  # why val and test are not exchangeable (None: they are)
     step_profiles: pd.DataFrame | None = None  # per-step test quality of the BCE and joint TRMs (agents.joint_study)
+    step_lines: list[str] = field(default_factory=list)  # the joint TRMs minus the BCE TRMs at steps 1 and K
+
+    @property
+    def lines(self) -> list[str]:
+        """Every detail line (``agents.report_text.DETAILS``), as the console prints them."""
+        return detail_lines(self)
 
 
 @dataclass
@@ -69,7 +102,8 @@ class Analysis:
     rl_seconds: list[float]
 
     def frame(self, name: str) -> pd.DataFrame:
-        return pd.concat([getattr(t, name) for t in self.tasks], ignore_index=True)
+        frames = [getattr(t, name) for t in self.tasks]
+        return pd.concat([f for f in frames if not f.empty] or frames, ignore_index=True)
 
     def text(self) -> str:
         columns = ["task", "policy", "param", "mean_return", "gain", "gain_lo", "gain_hi", "oracle_gain_share",
@@ -79,9 +113,10 @@ class Analysis:
         return "\n".join([table, "", *[line for t in self.tasks for line in t.lines]])
 
 
-def _results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Any]], step_cost: float,
-             families: tuple[str, ...] | None = None) -> Results:  # fmt: skip
-    """A task's ``Results`` from its artifacts per TRM seed (only the points of ``families``, if given)."""
+def load_results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Any]], step_cost: float,
+                 families: tuple[str, ...] | None = None) -> Results:  # fmt: skip
+    """A task's ``Results`` from its stage artifacts: per TRM seed, ``{"checkpoint": folder, group: .npz}`` (only
+    the points of ``families``, if given)."""
     results = Results(task, sorted(seeds), step_cost)
     for seed, paths in seeds.items():
         for split in EVAL_SPLITS:
@@ -126,54 +161,25 @@ def _episodes(results: Results, chosen: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _share(row: pd.Series, name: str) -> str:
-    """A share and its CI in percent; "[unbounded]" where Fieller's interval is (its reference not significant)."""
-    bounds = [row[f"{name}_lo"], row[f"{name}_hi"]]
-    return f"{row[name]:.1%} " + (f"[{bounds[0]:.1%}, {bounds[1]:.1%}]" if np.isfinite(bounds).all() else "[unbounded]")
-
-
-def _lines(t: TaskAnalysis) -> list[str]:
-    s = t.summary.set_index("policy")
-    rate = t.halt_target_rate
-    lines = [f"[{t.task}] block length of the bootstrap: {t.blocks} samples per split",
-             f"[{t.task}] the models came as saved tables (one per TRM seed): no halt-head training target to report "
-             f"and no live stage (no model to run)" if rate is None else
-             f"[{t.task}] the halt head's training target (TRMLoss: confident and correct) is positive for "
-             f"{rate.mean():.1%} of train samples over all steps (step 1: {rate[0]:.1%}, step K: {rate[-1]:.1%}; "
-             f"mean over TRM seeds)"]  # fmt: skip
-    o = t.oracle
-    lines.append(f"[{t.task}] oracle gain on test over depth 1: {o['oracle'] - o['depth_1']:+.4f} = systematic "
-                 f"{o['systematic']:+.4f} (best fixed depth k={o['best_k']:g}) + per-sample {o['per_sample']:+.4f}")
-    for family, row in s.iterrows():
-        if row["on_edge"]:
-            limit = row["halt_at_1"] == 1 or row["halt_at_k"] == 1
-            why = " (it halts every test episode at step 1 or at K there: nothing beyond differs)" if limit else ""
-            lines.append(f"[{t.task}] {family}: the val-chosen point {row['param']:g} is on the edge of its grid{why}")
-        if family in LEARNED and row["collapsed_runs"] > 0:
-            where = "step 1" if row["halt_at_1"] >= row["halt_at_k"] else "K"
-            lines.append(f"[{t.task}] {family}: {row['collapsed_runs']:.0%} of its (TRM seed, learner seed) runs "
-                         f"collapse (>= 95% of test episodes halt at {where})")
-    for v in t.verdicts:
-        sign = "higher" if v["low"] > 0 else "lower" if v["high"] < 0 else "no significant difference"
-        a, b = v["first"], v["second"]
-        lines.append(f"[{t.task}] {a} minus {b} (val-chosen points) in test mean return: {v['difference']:+.4f}, "
-                     f"95% CI [{v['low']:+.4f}, {v['high']:+.4f}] (t, df {v['df']:.1f}) ({sign}); descriptive: "
-                     f"{v['share_draws_a_above_b']:.0%} of bootstrap draws have {a} above {b}, and rliable's run-level "
-                     f"P({a} > {b}) over pairs of runs within a TRM seed is {v['poi_runs']:.2f} "
-                     f"[{v['poi_runs_lo']:.2f}, {v['poi_runs_hi']:.2f}]")  # fmt: skip
-    for family in (f for f in LEARNED if f in s.index and f != "fitted_q"):
-        shares = [f"{_share(s.loc[family], name)} of {whose}" for name, whose in
-                  (("oracle_gain_share", "the oracle's gain"), ("attainable_gain_share", "fitted_q's"))
-                  if np.isfinite(s.loc[family, name])]  # fmt: skip
-        if shares:
-            lines.append(f"[{t.task}] {family} captures {' and '.join(shares)} (95% CIs, Fieller)")
-    if "difficulty" in t.episodes and t.episodes["difficulty"].notna().any():
-        for family in (f for f in ("oracle", *LEARNED) if f in s.index):
-            group = t.episodes[t.episodes["policy"] == family]
-            varies = group["halt_step"].nunique() > 1
-            rho = stats.spearmanr(group["difficulty"], group["halt_step"]).statistic if varies else float("nan")
-            lines.append(f"[{t.task}] Spearman(difficulty, halting step) of {family}'s val-chosen point: {rho:.3f}")
-    return lines
+def analyse_task(results: Results, n_resamples: int, halt_target_rate: np.ndarray | None) -> TaskAnalysis:
+    """One task's analysis from its ``Results`` (the calibrated families are added to them first)."""
+    calibration = add_calibrated(results)  # before the curves: the calibrated families are points too
+    draws, blocks = _draws(results, n_resamples)
+    curve = curves(results, draws)
+    max_steps = results.tables[(results.trm_seeds[0], "test")].max_steps
+    chosen = choose(curve)
+    chosen["per_trm_seed"] = chosen["policy"].map(live_choices(calibration, max_steps))
+    summary = mark_selected(summarize(results, chosen, draws["test"]))
+    extra = curve_summary(curve[curve["split"] == "test"], max_steps=max_steps)
+    summary = summary.merge(extra[["policy", "auc_accuracy", "vs_halt_head"]], on="policy", how="left")
+    present = set(chosen["policy"])
+    verdicts = [verdict(results, chosen, draws["test"], a, b) for a, b in VERDICTS if {a, b} <= present]
+    picks = chosen.set_index("policy")["param"]
+    return TaskAnalysis(results.task, curve, chosen, summary, _episodes(results, chosen), verdicts,
+                        oracle_split(curve), blocks, halt_target_rate, calibration=calibration,
+                        coverage=coverage(results),
+                        base_risk={b: chosen_risk(results, b, picks[b]) for b in BASES if b in picks},
+                        exchangeability=exchangeability(results.tables[(results.trm_seeds[0], "val")]))  # fmt: skip
 
 
 def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, dict[int, list[Path]]],
@@ -182,34 +188,24 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
     for task, seeds in artifacts.items():
         kwargs, cost = config["task_kwargs"].get(task, {}), config["eval_step_cost"]
         own = {seed: {g: p for g, p in paths.items() if g not in JOINT_GROUPS} for seed, paths in seeds.items()}
-        results = _results(task, kwargs, own, cost)
-        draws, blocks = _draws(results, config["n_resamples"])
-        curve = curves(results, draws)
-        chosen = choose(curve)
-        summary = summarize(results, chosen, draws["test"])
-        test = curve[curve["split"] == "test"]
-        extra = curve_summary(test, max_steps=results.tables[(results.trm_seeds[0], "test")].max_steps)
-        summary = summary.merge(extra[["policy", "auc_accuracy", "vs_halt_head"]], on="policy", how="left")
-        present = set(chosen["policy"])
-        verdicts = [verdict(results, chosen, draws["test"], a, b) for a, b in VERDICTS if {a, b} <= present]
+        results = load_results(task, kwargs, own, cost)
         rates = [json.loads((paths["checkpoint"] / "metrics.json").read_text())["train"]["halt_target_rate"]
                  for paths in seeds.values() if not isinstance(paths["checkpoint"], dict)]  # fmt: skip
-        analysis = TaskAnalysis(task, curve, chosen, summary, _episodes(results, chosen), verdicts,
-                                oracle_split(curve), blocks, np.mean(rates, axis=0) if rates else None)  # fmt: skip
+        analysis = analyse_task(results, config["n_resamples"], np.mean(rates, axis=0) if rates else None)
         joint = {seed: {g: p for g, p in paths.items() if g in JOINT_INPUTS} for seed, paths in seeds.items()
                  if paths.get(JOINT_CHECKPOINTS)}  # fmt: skip
-        lines = _add_joint(analysis, _results(task, kwargs, joint, cost, JOINT_COMPARED), config) if joint else []
-        analysis.lines = _lines(analysis) + lines
+        if joint:
+            add_joint(analysis, load_results(task, kwargs, joint, cost, JOINT_COMPARED), config["n_resamples"])
         tasks.append(analysis)
     seconds = [json.loads(p.with_suffix(".json").read_text())["train_seconds"]
                for per_task in agents.values() for paths in per_task.values() for p in paths]  # fmt: skip
     return Analysis(tasks, seconds)
 
 
-def _add_joint(analysis: TaskAnalysis, results: Results, config: dict[str, Any]) -> list[str]:
+def add_joint(analysis: TaskAnalysis, results: Results, n_resamples: int) -> None:
     """Analyse the joint families on the TRM seeds that have them (``results``: theirs and the families they are
-    compared with, ``JOINT_COMPARED``), add their rows to ``analysis``; return the per-step lines."""
-    draws, _ = _draws(results, config["n_resamples"])
+    compared with, ``JOINT_COMPARED``) and add their rows, verdicts and per-step comparison to ``analysis``."""
+    draws, _ = _draws(results, n_resamples)
     curve = curves(results, draws)
     chosen = choose(curve)
     summary = summarize(results, chosen, draws["test"])
@@ -223,13 +219,12 @@ def _add_joint(analysis: TaskAnalysis, results: Results, config: dict[str, Any])
                                           ignore_index=True))  # fmt: skip
     present = set(chosen["policy"])
     analysis.verdicts += [verdict(results, chosen, draws["test"], a, b) for a, b in JOINT_VERDICTS if {a, b} <= present]
-    analysis.step_profiles = step_profiles(results)
-    return step_lines(results, draws["test"])
+    analysis.step_profiles, analysis.step_lines = step_profiles(results), step_lines(results, draws["test"])
 
 
 def add_compute(analysis: Analysis, live: dict[str, Path]) -> None:
-    """Merge each task's live measurements (``agents.measure.live_stage``) into its summary and report lines
-    (tasks of saved tables have none)."""
+    """Merge each task's live measurements (``agents.measure.live_stage``) into its summary (tasks of saved
+    tables have none)."""
     for t in (t for t in analysis.tasks if t.task in live):
         t.compute = json.loads(live[t.task].read_text())
         timing, mismatches = t.compute["timing"], t.compute["mismatches"]
@@ -237,33 +232,6 @@ def add_compute(analysis: Analysis, live: dict[str, Path]) -> None:
             t.summary[column] = [
                 sum(m.get(family, 0) for m in mismatches.values()) if column == "live_mismatches" and family in timing
                 else timing.get(family, {}).get(column, np.nan) for family in t.summary["policy"]]  # fmt: skip
-        t.lines += _compute_lines(t)
-
-
-def _compute_lines(t: TaskAnalysis) -> list[str]:
-    c, timing = t.compute, t.compute["timing"]
-    count = sum(sum(m.values()) for m in c["mismatches"].values())
-    lines = [f"[{t.task}] live halting equals the table: {count} samples differ in halting step or prediction, "
-             f"over every deployable val-chosen point and TRM seeds {c['trm_seeds']}",
-             f"[{t.task}] full depth, run live: {timing['full_depth']['wall_ms_per_1k']:.1f} ms per 1000 samples "
-             f"(batch {c['batch_size']}, one CPU thread, {c['samples']} test samples of TRM seed "
-             f"{c['trm_seeds'][0]}, median of {c['rounds']} rounds)"]  # fmt: skip
-    latency = c["latency"]
-    for family, values in latency.items():
-        lines.append(f"[{t.task}] latency at batch 1, {family}: p50 {values['p50_ms']:.2f} ms, p99 "
-                     f"{values['p99_ms']:.2f} ms per sample")  # fmt: skip
-    return lines
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub markdown table (no extra dependency)."""
-    def cell(v: Any) -> str:
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
 
 
 def _csv(frame: pd.DataFrame, path: Path) -> None:
@@ -271,38 +239,93 @@ def _csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+Figures = Callable[[TaskAnalysis, dict[str, dict[str, Any]]], dict[str, Figure]]
+
+
+def _curve_figures(t: TaskAnalysis, styles: dict[str, dict[str, Any]]) -> dict[str, Figure]:
+    test = t.curves[t.curves["split"] == "test"]
+    return {f"{t.task}_{m}.png": plot_curves(test, m, f"{t.task} (test): {m} vs mean steps", styles)
+            for m in ("mean_return", "accuracy")}  # fmt: skip
+
+
+def _wall_time_figure(t: TaskAnalysis, styles: dict[str, dict[str, Any]]) -> dict[str, Figure]:
+    if not t.compute:
+        return {}
+    title = f"{t.task} (test): mean return vs measured wall time"
+    return {f"{t.task}_wall_time.png": plot_wall_time(t.summary, t.compute["timing"]["full_depth"], title, styles)}
+
+
+def _episode_figures(t: TaskAnalysis, styles: dict[str, dict[str, Any]]) -> dict[str, Figure]:
+    steps = int(t.episodes["halt_step"].max())
+    title = f"{t.task} (test): halting steps of the val-chosen points"
+    out = {f"{t.task}_halting_steps.png": plot_halting_steps(t.episodes, steps, title)}
+    if "difficulty" in t.episodes and t.episodes["difficulty"].notna().any():
+        out[f"{t.task}_difficulty.png"] = plot_difficulty(t.episodes, f"{t.task}: mean halting step by difficulty",
+                                                          styles)  # fmt: skip
+    return out
+
+
+def _joint_figure(t: TaskAnalysis, styles: dict[str, dict[str, Any]]) -> dict[str, Figure]:
+    if t.step_profiles is None:
+        return {}
+    title = f"{t.task} (test): per-step quality of the TRMs by training objective"
+    return {f"{t.task}_joint_steps.png": plot_steps(t.step_profiles, title)}
+
+
+FIGURES: list[Figures] = [_curve_figures, _wall_time_figure, _episode_figures, _joint_figure]  # per task
+
+
+def _images(names: list[str]) -> list[str]:
+    return [f"![{name}]({name})" for name in names]
+
+
+def _save(out: Path, figures: dict[str, Figure]) -> list[str]:
+    for name, fig in figures.items():
+        save_figure(fig, out / name)
+    return list(figures)
+
+
 def write_outputs(out: Path, analysis: Analysis, config: dict[str, Any]) -> None:
-    """``curves.csv``, ``summary.csv``, ``episodes.csv``, the plots and ``report.md``, all atomically."""
-    for name in ("curves", "summary", "episodes"):
+    """``curves.csv``, ``summary.csv``, ``episodes.csv``, ``calibration.csv``, ``ltt_coverage.csv``, the plots and
+    ``report.md`` (structure: the module docstring), all atomically."""
+    for name in ("curves", "summary", "episodes", "calibration"):
         _csv(analysis.frame(name), out / f"{name}.csv")
-    sections = [f"# Halting study: run `{config['name']}`\n", PROTOCOL + "\n",
-                f"Evaluation step cost {config['eval_step_cost']}; TRM seeds {config['trm_seeds']}; RL seeds "
-                f"{config['rl_seeds']} at training costs {config['step_costs']}.\n"]  # fmt: skip
+    title = [f"# Halting study: run `{config['name']}`\n",
+             "Every halting family on every task: each family's knob chosen on `val`, its point reported on `test` "
+             "against the val-chosen fixed depth. Each task opens with the verdict in words and a compact table; "
+             "figures, the protocol and every detail follow. `summary.csv` holds every column.\n"]  # fmt: skip
+    tasks, figures, details = [], ["## Figures\n"], ["## Details\n", "### Protocol\n", *_settings(analysis, config)]
+    for t in analysis.tasks:
+        styles = family_styles(t.curves["policy"].unique())
+        caption = f"{t.task} (test): gain over the val-chosen fixed depth, 95% CI"
+        forest = _save(out, {f"{t.task}_forest.png": plot_forest(t.summary, caption, styles)})
+        calibrated = calibration_lines(t)
+        tasks += [f"## {t.task}\n", *headline(t), "", *compact_table(t), "", *_images(forest), "",
+                  *(["### Calibrated exits (Learn-then-Test)\n", *calibrated, ""] if calibrated else [])]  # fmt: skip
+        names = [name for make in FIGURES for name in _save(out, make(t, styles))]
+        figures += [f"### {t.task}\n", *_images(names), ""]
+        details.append(f"### {t.task}\n")
+        for heading, section in DETAILS:
+            lines = section(t)
+            details += [f"#### {heading}\n", *[f"- {line}" for line in lines], ""] if lines else []
+    checked = analysis.frame("coverage")
+    _csv(checked, out / "ltt_coverage.csv")
+    check = []
+    if not checked.empty:
+        image = _save(out, {"ltt_coverage.png": plot_coverage(checked)})
+        check = ["## Does the guarantee hold?\n", *coverage_lines(checked), "", *_images(image), ""]
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n".join([*title, *tasks, *check, *figures, *details]) + "\n")
+
+
+def _settings(analysis: Analysis, config: dict[str, Any]) -> list[str]:
+    lines = [PROTOCOL + "\n", f"Evaluation step cost {config['eval_step_cost']}; TRM seeds {config['trm_seeds']}; RL "
+             f"seeds {config['rl_seeds']} at training costs {config['step_costs']}.\n"]  # fmt: skip
     if any(t.step_profiles is not None for t in analysis.tasks):
-        sections.append(f"Joint families ({', '.join(config['joint'])}) halt TRMs trained with their own halting "
-                        "objective on `train` (their TRM seed k paired with the BCE TRM's seed k on the same samples; "
-                        "`agents/joint_study.py`).\n")  # fmt: skip
+        lines.append(f"Joint families ({', '.join(config['joint'])}) halt TRMs trained with their own halting "
+                     f"objective on `train`, TRM seeds {config['joint_seeds']} (their seed k paired with the BCE TRM's "
+                     "seed k on the same samples; `agents/joint_study.py`).\n")  # fmt: skip
     if analysis.rl_seconds:
         seconds = analysis.rl_seconds
-        sections.append(f"RL training: {len(seconds)} agents, at most {max(seconds):.1f} s each.\n")
-    for t in analysis.tasks:
-        test = t.curves[t.curves["split"] == "test"]
-        figures = {f"{t.task}_{m}.png": plot_curves(test, m, f"{t.task} (test): {m} vs mean steps")
-                   for m in ("mean_return", "accuracy")}  # fmt: skip
-        if t.compute:
-            figures[f"{t.task}_wall_time.png"] = plot_wall_time(t.summary, t.compute["timing"]["full_depth"],
-                                                                f"{t.task} (test): mean return vs measured wall time")
-        figures[f"{t.task}_halting_steps.png"] = plot_halting_steps(t.episodes, int(t.episodes["halt_step"].max()),
-                                                                    f"{t.task}: halting steps (val-chosen points)")
-        if "difficulty" in t.episodes and t.episodes["difficulty"].notna().any():
-            title = f"{t.task}: mean halting step by difficulty"
-            figures[f"{t.task}_difficulty.png"] = plot_difficulty(t.episodes, title)
-        if t.step_profiles is not None:
-            title = f"{t.task} (test): per-step quality of the TRMs by training objective"
-            figures[f"{t.task}_joint_steps.png"] = plot_steps(t.step_profiles, title)
-        for name, fig in figures.items():
-            save_figure(fig, out / name)
-        sections += [f"## {t.task}\n", markdown_table(t.summary.drop(columns="task")), "",
-                     *[f"- {line}" for line in t.lines], "", *[f"![{n}]({n})" for n in figures], ""]  # fmt: skip
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text("\n".join(sections) + "\n")
+        lines.append(f"RL training: {len(seconds)} agents, at most {max(seconds):.1f} s each.\n")
+    return lines

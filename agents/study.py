@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agents.policies import LEARNED_FAMILIES
 from agents.stats import Draws, percentile_interval
 from trm_env.rollouts import Rollouts
 
@@ -63,7 +64,8 @@ class Results:
         self._steps[(split, point["policy"], float(point["param"]))][(trm_seed, int(point["seed"]))] = steps
         extra = {k: v for k, v in point.items() if k not in ("policy", "param", "seed")}
         if extra:
-            self.details[point["policy"]].add(", ".join(f"{k}={v:g}" for k, v in sorted(extra.items())))
+            self.details[point["policy"]].add(", ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}"
+                                                        for k, v in sorted(extra.items())))  # fmt: skip
 
     def table(self, family: str, trm_seed: int, split: str) -> Rollouts:
         """The table ``family`` is evaluated on: its own TRM's (``family_tables``), else the task's TRM's."""
@@ -152,16 +154,20 @@ def verdict(results: Results, chosen: pd.DataFrame, draws: Draws, first: str, se
     """``first`` minus ``second`` (val-chosen points) in test mean return with its calibrated 95% CI (``low``,
     ``high``, ``df``); descriptive beside it: ``share_draws_a_above_b``, the share of hierarchical-bootstrap
     draws where ``first``'s mean is above ``second``'s (ties half), and ``poi_runs`` [``poi_runs_lo``,
-    ``poi_runs_hi``], rliable's run-level probability of improvement (pairs of runs within a TRM seed)."""
+    ``poi_runs_hi``], rliable's run-level probability of improvement (pairs of runs within a TRM seed).
+    ``fragile`` lists the learned families (``LEARNED_FAMILIES``) of the two that have one learner run per TRM
+    seed: the verdict then rests on one training run each, which a retrain can move."""
     a, b = (_chosen(results, chosen, f)["episode_return"] for f in (first, second))
     found = draws.difference(a, b)
     diff = draws.replicates(a, first) - draws.replicates(b, second)
     poi, poi_replicates = draws.improvement(a, b, (first, second))
     poi_low, poi_high = percentile_interval(poi_replicates)
     share = float((diff > 0).mean() + (diff == 0).mean() / 2)
+    fragile = [f for f, runs in ((first, a), (second, b)) if f in LEARNED_FAMILIES and runs.shape[1] == 1]
     return {"first": first, "second": second, "difference": a.mean() - b.mean(), "low": found.low,
             "high": found.high, "df": found.df, "share_draws_a_above_b": share,
-            "poi_runs": poi, "poi_runs_lo": poi_low, "poi_runs_hi": poi_high}  # fmt: skip
+            "poi_runs": poi, "poi_runs_lo": poi_low, "poi_runs_hi": poi_high,
+            "fragile": fragile}  # fmt: skip
 
 
 def oracle_split(curve: pd.DataFrame) -> dict[str, float]:

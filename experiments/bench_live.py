@@ -19,6 +19,7 @@ from agents.fitted_q import FittedQPolicy
 from agents.heads import ACTPolicy, ContinuationHeadPolicy, CorrectHeadPolicy, PonderPolicy
 from agents.measure import time_live
 from agents.policies import HaltHeadPolicy, HaltingPolicy, make_policy
+from agents.regressors import REGRESSORS
 from agents.rl import train_rl_policy
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.model import torch_threads
@@ -69,7 +70,8 @@ def _overhead_policies(task: str, quick: bool) -> dict[str, HaltingPolicy]:
     knobs = {"halt_head": 0.9, "confidence": 0.95, "kl_exit": 0.003, "entropy_exit": 0.001, "patience": 3,
              "fixed_depth": 5, "random": 0.2}  # near regime-chain's val choices
     rules = {name: make_policy(name, param) for name, param in knobs.items()}
-    learned = {"fitted_q": FittedQPolicy(0.02).fit(halt), "correct_head": CorrectHeadPolicy(0.9).fit(halt),
+    fitted_q = {f"fitted_q[{name}]": FittedQPolicy(0.02, name).fit(halt) for name in REGRESSORS}  # each candidate
+    learned = {**fitted_q, "correct_head": CorrectHeadPolicy(0.9).fit(halt),
                "continuation_head": ContinuationHeadPolicy(0.5).fit(halt), "ponder": PonderPolicy(0.3).fit(halt),
                "act": ACTPolicy(0.01).fit(halt)}  # fmt: skip
     ppo = train_rl_policy(task=task, total_timesteps=4096 if quick else 50_000, progress=False)

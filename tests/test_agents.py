@@ -110,8 +110,8 @@ def test_policy_names_and_params() -> None:
     assert (RandomPolicy(0.2).name, RandomPolicy(0.2).param) == ("random", 0.2)
     assert OraclePolicy().name == "oracle" and math.isnan(OraclePolicy().param)
     assert set(agents.POLICY_NAMES) == {"halt_head", "confidence", "kl_exit", "entropy_exit", "patience", "fixed_depth",
-                                        "random", "oracle", "fitted_q", "correct_head", "continuation_head", "ponder",
-                                        "act", "rl_ppo", "rl_dqn"}  # fmt: skip
+                                        "random", "oracle", "fitted_q", "fitted_q_ridge", "correct_head",
+                                        "continuation_head", "ponder", "act", "rl_ppo", "rl_dqn"}  # fmt: skip
 
 
 @pytest.mark.parametrize("k", [1, 3, 8, 16, 40])

@@ -21,6 +21,7 @@ from trm_env.rollouts import simulate
 
 SPLITS = ("train", "halt", "val", "test")
 RULES = {"halt_head", "confidence", "kl_exit", "entropy_exit", "patience", "fixed_depth", "random", "oracle"}
+CALIBRATED = {f"calibrated_{base}_a{alpha}" for base in ("halt_head", "fitted_q") for alpha in (0.01, 0.05)}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_quick_digits_study_runs_end_to_end(quick_run: Path) -> None:
                 n = {"train": 719, "val": 360}.get(split, 359)
                 assert data["logits"].shape == (n, 6, 10) and data["halt_logits"].shape == (n, 6)
     summary = pd.read_csv(quick_run / "study" / "summary.csv")
-    assert set(summary["policy"]) == RULES | {"rl_ppo", "fitted_q"} and (summary["n_trm_seeds"] == 2).all()
+    assert set(summary["policy"]) == RULES | {"rl_ppo", "fitted_q"} | CALIBRATED and (summary["n_trm_seeds"] == 2).all()
     assert "wall_ms_per_1k" not in summary and not (quick_run / "study" / "live").exists()  # no model: no live stage
     rows = summary.set_index("policy")
     assert rows.loc["fixed_depth", "gain"] == 0.0 and rows.loc["oracle", "gain"] > 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,14 +15,18 @@ from conftest import hand_rollouts
 from agents import evaluate, evaluate_by_stepping, evaluate_policies
 from agents.heads import (
     ACT_EPSILON,
+    HALT_BIAS,
+    HEAD_SETTINGS,
     ACTPolicy,
     ContinuationHeadPolicy,
     CorrectHeadPolicy,
+    HeadSettings,
     PonderPolicy,
     act_distribution,
     continuation_target,
     ponder_distribution,
 )
+from agents.learners import fit_learners
 from agents.policies import EntropyExitPolicy, KLExitPolicy, PatiencePolicy, make_policy
 from trm_env.rollouts import simulate
 
@@ -127,3 +133,36 @@ def test_patience_is_pabee_on_hand_made_predictions(cost: float) -> None:
         for row, step in itertools.islice(zip(table.prediction, steps, strict=True), 300):
             agree = [t for t in range(p + 1, 17) if len(set(row[t - p - 1 : t])) == 1]
             assert step == (agree[0] if agree and agree[0] < 16 else 16)
+
+
+def test_head_settings_shape_the_fit() -> None:
+    """Width, subset size, Adam steps and learning rate each reach the fit: one Adam step moves the output bias
+    from -5 by the learning rate (Adam's first step is lr times the gradient's sign)."""
+    halt, val = _known_table()
+    settings = HeadSettings(hidden=4, steps=1, lr=0.125, max_samples=50)
+    head = CorrectHeadPolicy(0.5, seed=3, settings=settings).fit(halt, step_cost=0.01)
+    assert head.net[0].out_features == 4 and head.with_param(0.7).settings is settings
+    assert abs(head.net[-1].bias.detach().item() - HALT_BIAS) == pytest.approx(0.125, rel=1e-4)
+    rows = np.sort(np.random.default_rng(3).choice(300, 50, replace=False))
+    subset = halt.observations["summary"][rows].reshape(-1, halt.observations["summary"].shape[-1])
+    np.testing.assert_allclose(head._scale[0], subset.astype(np.float64).mean(axis=0))
+    points = fit_learners("act", halt, val, 0.01, [0], act_taus=[0.01], settings=HeadSettings(hidden=3, steps=2))
+    assert points[0].net[0].out_features == 3 and points[0].settings.steps == 2
+    assert PonderPolicy(0.5).settings == HEAD_SETTINGS["ponder"]
+    for bad in ({"hidden": 0}, {"steps": 2.5}, {"lr": 0.0}, {"lr": float("inf")}, {"max_samples": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            HeadSettings(**bad)
+    with pytest.raises(TypeError, match="settings"):
+        ACTPolicy(0.01, settings={"hidden": 4})  # type: ignore[arg-type]
+
+
+def test_head_defaults_are_the_documented_search_choice() -> None:
+    """Each head trains by default with its own HEAD_SETTINGS entry, the one docs/heads_tuning.md records."""
+    doc = (Path(__file__).parents[1] / "docs" / "heads_tuning.md").read_text()
+    chosen = {m[0]: HeadSettings(int(m[2]), int(m[3]), float(m[1]), int(m[4]))
+              for m in re.findall(r"^\| chosen (\w+) \| ([\d.]+) \| (\d+) \| (\d+) \| (\d+) \|", doc, re.M)}
+    assert chosen == HEAD_SETTINGS and len(chosen) == 4
+    for cls in (CorrectHeadPolicy, ContinuationHeadPolicy, PonderPolicy, ACTPolicy):
+        assert cls(0.5).settings == HEAD_SETTINGS[cls.name]
+    halt, _ = _known_table()
+    assert CorrectHeadPolicy(0.5).fit(halt, step_cost=0.01).net[0].out_features == HEAD_SETTINGS["correct_head"].hidden

@@ -9,7 +9,8 @@ import pytest
 from conftest import hand_rollouts
 
 from agents.joint_study import step_lines, step_profiles
-from agents.report import TaskAnalysis, _add_joint, _episodes
+from agents.report import TaskAnalysis, _episodes, add_joint
+from agents.report_text import joint_step_lines
 from agents.stats import Draws
 from agents.study import Results, choose, curves, summarize, verdict
 
@@ -95,7 +96,7 @@ def test_the_joint_rows_join_a_task_analysed_on_more_seeds() -> None:
     analysis = TaskAnalysis("hand", pd.DataFrame([{**bce_row, "split": "test"}]), pd.DataFrame([bce_row]),
                             pd.DataFrame([bce_row]), pd.DataFrame([{"policy": "fixed_depth", "trm_seed": 4}]),
                             [{"first": "rl_ppo", "second": "halt_head"}], {}, {}, None)  # fmt: skip
-    lines = _add_joint(analysis, results, {"n_resamples": 300})
+    add_joint(analysis, results, n_resamples=300)
     summary = analysis.summary.set_index("policy")
     assert list(summary.index) == ["fixed_depth", "ponder_joint"] and summary["n_trm_seeds"].tolist() == [5, 2]
     own, fixed = _returns(results, True, 1), _returns(results, False, K)
@@ -108,5 +109,7 @@ def test_the_joint_rows_join_a_task_analysed_on_more_seeds() -> None:
     assert [(v["first"], v["second"]) for v in analysis.verdicts] == [("rl_ppo", "halt_head"),
                                                                     ("ponder_joint", "halt_head")]  # fmt: skip
     assert analysis.verdicts[1]["difference"] == pytest.approx((own - _returns(results, False, 2)).mean())
-    assert len(lines) == 1 and lines[0].startswith("[hand] ponder-trained TRMs minus the BCE TRMs on test")
+    (line,) = analysis.step_lines
+    assert line.startswith("[hand] ponder-trained TRMs minus the BCE TRMs on test")
+    assert joint_step_lines(analysis) == [line]  # the report's detail section
     assert set(analysis.step_profiles["model"]) == {"bce", "ponder"}

@@ -166,8 +166,9 @@ def _deployable(task: str) -> list[HaltingPolicy]:
     halt = simulate(task, split="halt")
     rules = [make_policy(name, param) for name, param in (("halt_head", 0.6), ("confidence", 0.9), ("kl_exit", 0.01),
              ("entropy_exit", 0.01), ("patience", 2), ("fixed_depth", 3), ("random", 0.2))]  # fmt: skip
-    learned = [FittedQPolicy(0.02).fit(halt), CorrectHeadPolicy(0.9).fit(halt), ContinuationHeadPolicy(0.5).fit(halt),
-               PonderPolicy(0.5).fit(halt), ACTPolicy(0.01).fit(halt)]  # fmt: skip
+    learned = [FittedQPolicy(0.02, "hgb_sorted").fit(halt), FittedQPolicy(0.02, name="fitted_q_ridge").fit(halt),
+               CorrectHeadPolicy(0.9).fit(halt), ContinuationHeadPolicy(0.5).fit(halt), PonderPolicy(0.5).fit(halt),
+               ACTPolicy(0.01).fit(halt)]  # fmt: skip
     rl = [train_rl_policy(task=task, algo=algo, total_timesteps=1024, n_envs=8, progress=False, seed=1)
           for algo in ("ppo", "dqn")]  # fmt: skip
     return [*rules, *learned, *rl]

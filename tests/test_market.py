@@ -217,3 +217,148 @@ def test_overrides_are_recorded() -> None:
     assert {k: task.params[k] for k in ("horizon", "cost", "embargo", "train_end", "val_end")} == {
         "horizon": 3, "cost": 0.001, "embargo": 10, "train_end": "2010-12-31", "val_end": "2013-12-31"}
     assert len(task.labels) == 5031 - market.LONGEST_WINDOW - 3
+
+
+# ---- timing on hand-made prices: features of day t from days <= t, labels from days t+1 .. t+horizon ----------------
+
+
+def _ohlcv(n: int = 700, seed: int = 0) -> pd.DataFrame:
+    """A random daily OHLCV frame on business days from 2000 (Close is the price)."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    open_ = close * np.exp(rng.normal(0.0, 0.005, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.005, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.005, n)))
+    volume = rng.uniform(1e6, 2e6, n)
+    index = pd.bdate_range("2000-01-03", periods=n, name="Date")
+    return pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close, "Volume": volume}, index=index)
+
+
+def _reference_features(prices: pd.DataFrame, t: int) -> dict[str, float]:
+    """Every feature of day t from docs/market_task.md's definitions, window by window (windows end at t)."""
+    p, o, h, lo, c, v = (prices[k].to_numpy() for k in ("price", "open", "high", "low", "close", "volume"))
+    lr = np.diff(np.log(p), prepend=np.nan)
+
+    def last(x: np.ndarray, n: int) -> np.ndarray:
+        return x[t - n + 1 : t + 1]
+
+    def sd(n: int) -> float:
+        return float(np.std(last(lr, n), ddof=1))
+
+    def rangepos(n: int) -> float:
+        window = last(p, n)
+        return float((p[t] - window.min()) / (window.max() - window.min()))
+
+    def ema(x: np.ndarray) -> float:
+        value = x[1]
+        for item in x[2 : t + 1]:
+            value = (1 - 1 / 14) * value + item / 14
+        return value
+
+    gain, loss = ema(np.maximum(lr, 0.0)), ema(np.maximum(-lr, 0.0))
+    if t < 252:  # the warm-up: the short windows only
+        return {"rsi_14": (gain - loss) / (gain + loss)}
+    out = {f"ret_{k}": np.log(p[t] / p[t - k]) for k in (1, 2, 5, 10, 21, 63, 126, 252)}
+    out.update({f"vol_{n}": sd(n) * np.sqrt(252) for n in (5, 10, 21, 63)})
+    out.update({f"ma_dist_{n}": np.log(p[t] / last(p, n).mean()) for n in (10, 21, 50, 200)})
+    out.update({f"drawdown_{n}": p[t] / last(p, n).max() - 1 for n in (63, 252)})
+    out.update({"rsi_14": (gain - loss) / (gain + loss), "range_pos_20": rangepos(20), "range_pos_63": rangepos(63)})
+    out.update({"hl_range_1": np.log(h[t] / lo[t]), "hl_range_10": np.log(last(h, 10) / last(lo, 10)).mean(),
+                "close_loc": (c[t] - lo[t]) / (h[t] - lo[t]), "gap": np.log(o[t] / c[t - 1]),
+                "volume_z_21": (v[t] - last(v, 21).mean()) / np.std(last(v, 21), ddof=1),
+                "volume_ratio_63": v[t] / last(v, 63).mean()})  # fmt: skip
+    raw = {"defensive": 0.5 + 0.3 * rangepos(252), "volatility_targeted": 0.10 / (sd(21) * np.sqrt(252)),
+           "momentum_scaled": 1 + 0.5 * np.log(p[t] / p[t - 126]) / (sd(63) * np.sqrt(126)),
+           "ma_trend": 1 + 15 * np.log(p[t] / last(p, 50).mean()),
+           "mean_reversion": 1 - 0.25 * np.log(p[t] / p[t - 5]) / (sd(21) * np.sqrt(5)),
+           "breakout": 0.1 + 1.5 * rangepos(20), "drawdown_scaled": 0.95 + 4 * (p[t] / last(p, 252).max() - 1)}
+    out.update({f"pos_{name}": float(np.clip(value, *market.POSITION_BOUNDS[name])) for name, value in raw.items()})
+    return out
+
+
+def _with_extremes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Day 451 closes 5% under the lowest close of the 300 days before it, day 699 5% over the highest: the ends of
+    every price window sit on those days."""
+    out = frame.copy()
+    close = out["Close"].to_numpy()
+    for day, target in ((451, 0.95 * close[151:451].min()), (699, 1.05 * close[399:699].max())):
+        out.iloc[day, :4] *= target / close[day]  # open, high, low, close
+    return out
+
+
+@pytest.mark.parametrize("day", [300, 451, 699])
+def test_every_feature_is_its_definition_on_the_window_ending_that_day(day: int) -> None:
+    """On random days and on days that set a new low (451) and a new high (699)."""
+    prices = market.prepare_prices(_with_extremes(_ohlcv()), "synthetic")
+    features = market.raw_features(prices).iloc[day]
+    expected = _reference_features(prices, day)
+    assert set(features.index) == set(expected)
+    for name, value in expected.items():
+        assert features[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+
+
+def test_rsi_is_wilder_s_recursive_average_from_its_first_days() -> None:
+    """Early on, where the recursive (adjust=False) and the weighted (adjust=True) averages still differ."""
+    prices = market.prepare_prices(_ohlcv(), "synthetic")
+    rsi = market.raw_features(prices)["rsi_14"]
+    assert rsi.iloc[:14].isna().all() and rsi.iloc[14:].notna().all()  # 14 returns before the first value
+    for day in (14, 20, 40):
+        assert rsi.iloc[day] == pytest.approx(_reference_features(prices, day)["rsi_14"], rel=1e-12)
+
+
+def test_each_day_s_features_move_with_that_day_s_prices() -> None:
+    """Changing only day t's prices changes day t's features (none is a day stale), but none before t."""
+    frame, day = _ohlcv(), 500
+    moved = frame.copy()
+    moved.iloc[day] *= [1.03, 1.05, 1.02, 1.03, 1.5]  # open, high, low, close and volume up, each its own way
+    before, after = (market.raw_features(market.prepare_prices(f, "synthetic")) for f in (frame, moved))
+    pd.testing.assert_frame_equal(before.iloc[:day], after.iloc[:day])
+    clipped = [name for name in before.columns if name.startswith("pos_") and before[name].iloc[day] in
+               market.POSITION_BOUNDS[name[4:]] and after[name].iloc[day] == before[name].iloc[day]]  # fmt: skip
+    unchanged = [name for name in before.columns if np.isclose(before[name].iloc[day], after[name].iloc[day])]
+    assert sorted(unchanged) == sorted(clipped) and len(clipped) <= 2, (unchanged, clipped)
+
+
+def test_labels_sum_the_next_horizon_days() -> None:
+    """pnl(t) = sum_{j=1..h} pos(t+j-1) r(t+j) - cost sum_{j=1..h} |pos(t+j-1) - pos(t+j-2)|; NaN where the window
+    leaves the data or starts before the positions."""
+    price = pd.Series([100.0, 110.0, 99.0, 99.0, 108.9, 100.188, 120.0, 96.0])
+    positions = pd.DataFrame({"a": [1.0, 1.0, 0.5, 2.0, 0.0, 1.0, 1.0, 1.0], "b": [0.2] * 8})
+    pnl = market.forward_pnl(price, positions, horizon=2, cost=0.01)
+    r, pos = price.pct_change().to_numpy(), positions.to_numpy()
+    for t in range(1, 6):
+        expected = sum(pos[t + j - 1] * r[t + j] - 0.01 * np.abs(pos[t + j - 1] - pos[t + j - 2]) for j in (1, 2))
+        np.testing.assert_allclose(pnl[t], expected, rtol=1e-12, err_msg=str(t))
+    assert np.isnan(pnl[6:]).all()  # windows past the data
+    np.testing.assert_allclose(pnl[2, 0], 0.5 * 0.0 + 2.0 * 0.1 - 0.01 * (0.5 + 1.5), rtol=1e-12)  # r(3) = 0
+
+
+def test_splits_end_on_their_dates_with_an_embargo() -> None:
+    """Each split holds the samples dated up to its end (inclusive) after the previous end, less its last
+    ``embargo`` samples; test runs to the last sample with a full label window."""
+    frame, horizon, embargo = _ohlcv(), 2, 4
+    task = market.build_market_task(frame, "synthetic", horizon=horizon, embargo=embargo, train_end="2001-03-01",
+                                    halt_end="2001-06-01", val_end="2001-09-03")  # fmt: skip
+    dates = frame.index.to_numpy()[market.LONGEST_WINDOW : len(frame) - horizon]
+    np.testing.assert_array_equal(task.dates, dates)
+    edges = [np.datetime64(d) for d in ("2001-03-01", "2001-06-01", "2001-09-03")]
+    assert all(edge in dates for edge in edges)  # each end is a trading day: "up to and including"
+    bounds = [dates[0] - np.timedelta64(1, "D"), *edges, dates[-1]]
+    for i, split in enumerate(("train", "halt", "val", "test")):
+        inside = np.flatnonzero((dates > bounds[i]) & (dates <= bounds[i + 1]))
+        expected = inside if split == "test" else inside[:-embargo]
+        np.testing.assert_array_equal(task.split(split), expected, err_msg=split)
+    for earlier, later in (("train", "halt"), ("halt", "val"), ("val", "test")):
+        assert task.split(earlier)[-1] + horizon < task.split(later)[0]  # no label window reaches the next split
+
+
+def test_splits_take_proportions_when_the_data_miss_the_default_dates() -> None:
+    """Data of 2000-2002 (the default ends are in 2010-2014): 60/10/10/20% of the samples in time order, each split
+    but test less its last ``embargo`` samples."""
+    task = market.build_market_task(_ohlcv(), "synthetic", horizon=2, embargo=3)
+    n = len(task.dates)
+    ends = [int(fraction * n) for fraction in np.cumsum(market.PROPORTIONS[:-1])]  # first sample after each split
+    assert task.params["split_rule"] == "proportions"
+    for split, start, stop in zip(("train", "halt", "val"), [0, *ends[:2]], ends, strict=True):
+        np.testing.assert_array_equal(task.split(split), np.arange(start, stop - 3), err_msg=split)
+    np.testing.assert_array_equal(task.split("test"), np.arange(ends[-1], n))

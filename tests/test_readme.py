@@ -38,7 +38,7 @@ def test_readme_python_example_runs():
     assert _run(example)["parts"]["lambda_halt"] == 0.01
 
 
-@pytest.mark.parametrize("heading", ["What halting saves"])
+@pytest.mark.parametrize("heading", ["What halting saves", "Exits with a guarantee"])
 def test_section_examples_run(heading: str) -> None:
     examples = _blocks("python", _section(heading))
     assert examples, f"README's '{heading}' section has no Python example"

@@ -38,10 +38,12 @@ TINY = {"tasks": [TASK], "trm_seeds": [0, 1], "step_costs": [0.01], "rl_seeds": 
         "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"], "timing_samples": 300,
         "timing_rounds": 1, "latency_samples": 5, "live_all_seeds": True, "joint": ["ponder_joint"],
         "joint_seeds": [0, 1]}  # fmt: skip
-PLOTS = ("mean_return", "accuracy", "halting_steps", "difficulty", "wall_time", "joint_steps")
+PLOTS = ("forest", "mean_return", "accuracy", "halting_steps", "difficulty", "wall_time", "joint_steps")
+CALIBRATED = {"calibrated_halt_head_a0.01", "calibrated_halt_head_a0.05", "calibrated_fitted_q_a0.01",
+              "calibrated_fitted_q_a0.05"}  # fmt: skip
 FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
             "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag",
-            "ponder_joint"}  # fmt: skip
+            "ponder_joint", *CALIBRATED}  # fmt: skip
 GROUPS = ("rules", "rl", "fitted_q", "continuation_head", "ponder_joint")  # ponder_joint: on its own TRMs
 SERIAL = ("--backend", "serial")  # run.py defaults to Ray (faster for the real configs); tiny runs need no start-up
 PER_SEED = 1 + len(GROUPS)  # per TRM seed: one RL agent and its evaluation groups
@@ -97,7 +99,8 @@ def _main(run_module: ModuleType, capsys: pytest.CaptureFixture[str], *args: str
 
 
 def test_tiny_run_writes_every_artifact(tiny_run: Path) -> None:
-    expected = ["config.json", "curves.csv", "episodes.csv", "summary.csv", "report.md",
+    expected = ["config.json", "curves.csv", "episodes.csv", "summary.csv", "report.md", "calibration.csv",
+                "ltt_coverage.csv", "ltt_coverage.png",
                 *[f"{TASK}_{plot}.png" for plot in PLOTS],
                 *[f"episodes/{TASK}/trm{s}/{g}.npz" for s in (0, 1) for g in GROUPS], f"live/{TASK}.json"]  # fmt: skip
     for name in expected:
@@ -135,7 +138,8 @@ def test_curves_hold_every_point_on_val_and_test(tiny_run: Path) -> None:
 def test_summary_is_chosen_on_val_and_reported_on_test(tiny_run: Path) -> None:
     curves, summary = pd.read_csv(tiny_run / "curves.csv"), pd.read_csv(tiny_run / "summary.csv")
     assert list(summary.columns)[: len(SUMMARY_COLUMNS)] == list(SUMMARY_COLUMNS)
-    assert set(summary["policy"]) == FAMILIES and (summary["selected_on"] == "val").all()
+    assert set(summary["policy"]) == FAMILIES
+    assert (summary["selected_on"] == summary["policy"].map(lambda f: "val (LTT)" if f in CALIBRATED else "val")).all()
     val, test = (curves[curves["split"] == s] for s in ("val", "test"))
     for _, row in summary.iterrows():
         family_val = val[val["policy"] == row["policy"]]
@@ -146,6 +150,29 @@ def test_summary_is_chosen_on_val_and_reported_on_test(tiny_run: Path) -> None:
     rows = summary.set_index("policy")
     assert rows.loc["fixed_depth", "gain"] == 0.0 and rows.loc["oracle", "oracle_gain_share"] == pytest.approx(1.0)
     assert (rows["n_trm_seeds"] == 2).all() and rows.loc["rl_ppo", "n_rl_seeds"] == 1
+
+
+def test_calibrated_exits_in_the_run(tiny_run: Path) -> None:
+    """The calibrated families: per TRM seed a knob from the base's grid (or none), their summary rows the mean of
+    their calibrations on test, run live with the rest; the report opens with the task, then the exits, the
+    re-split check, the figures and the details."""
+    calibration, summary = pd.read_csv(tiny_run / "calibration.csv"), pd.read_csv(tiny_run / "summary.csv")
+    curves = pd.read_csv(tiny_run / "curves.csv")
+    assert set(calibration["family"]) == CALIBRATED and len(calibration) == 2 * len(CALIBRATED)
+    assert calibration["guarantee"].all() and (calibration["calibrated_on"] == "val").all()
+    for _, row in calibration.dropna(subset=["threshold"]).iterrows():
+        assert row["threshold"] in set(curves.loc[curves["policy"] == row["base"], "param"])
+    rows = summary.set_index("policy")
+    means = calibration.groupby("family")["test_mean_steps"].mean()
+    np.testing.assert_allclose(rows.loc[means.index, "mean_steps"], means)
+    assert (rows.loc[sorted(CALIBRATED), "live_mismatches"] == 0).all()
+    assert (rows.loc[sorted(CALIBRATED), "speedup"] > 0).all()
+    coverage = pd.read_csv(tiny_run / "ltt_coverage.csv")
+    assert len(coverage) == 2 * 2 * 2 * 200 and set(coverage["task"]) == {TASK}
+    text = (tiny_run / "report.md").read_text()
+    order = [f"## {TASK}", "| family | knob |", f"({TASK}_forest.png)", "### Calibrated exits", "## Does the guarantee",
+             "## Figures", "## Details", "#### Verdicts", "#### Live halting"]  # fmt: skip
+    assert [text.index(part) for part in order] == sorted(text.index(part) for part in order)
 
 
 def test_summary_measures_what_each_family_saves_live(tiny_run: Path) -> None:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from conftest import hand_rollouts
 
-from agents.report import TaskAnalysis, _lines
+from agents.report import TaskAnalysis
+from agents.report_text import detail_lines
 from agents.stats import Draws
 from agents.study import Results, choose, curves, oracle_split, summarize, verdict
 
@@ -95,9 +96,22 @@ def test_verdict_and_oracle_split(study: tuple[Results, dict[str, Draws]]) -> No
     assert back["share_draws_a_above_b"] == 0.0
     same = verdict(results, chosen, draws["test"], "halt_head", "fixed_depth")  # both think to K on test
     assert same["share_draws_a_above_b"] == 0.5 and same["low"] == same["high"] == 0.0
+    assert line["fragile"] == back["fragile"] == ["fitted_q"] and same["fragile"] == []  # one fitted_q run per seed
     split = oracle_split(curve)
     assert split["best_k"] == 1.0 and split["systematic"] == pytest.approx(0.0)
     assert split["oracle"] - split["depth_1"] == pytest.approx(split["systematic"] + split["per_sample"])
+
+
+def test_a_verdict_on_two_learner_runs_is_not_fragile() -> None:
+    """A second learner seed of fitted_q on every TRM seed and split: the verdict no longer rests on one run."""
+    results = _results()
+    half = np.where(np.arange(N) < N // 2, 1, K)
+    for seed in (0, 1):
+        for split in ("val", "test"):
+            results.add(seed, split, {"policy": "fitted_q", "param": 0.0, "seed": 1}, half)
+    draws = Draws.make(2, N, n_resamples=50, seed=0)
+    chosen = choose(curves(results, {"val": draws, "test": draws}))
+    assert verdict(results, chosen, draws, "fitted_q", "halt_head")["fragile"] == []
 
 
 def test_no_attainable_share_without_a_significant_fitted_q_gain() -> None:
@@ -158,15 +172,16 @@ def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws
     summary = summarize(results, chosen, draws["test"])
     verdicts = [verdict(results, chosen, draws["test"], "fitted_q", "halt_head")]
     verdicts.append({**verdicts[0], "share_draws_a_above_b": 0.4, "poi_runs": 0.67, "poi_runs_lo": 0.33,
-                     "poi_runs_hi": 1.0, "low": -0.1, "high": 0.2, "df": 3.25})  # each number its own value
+                     "poi_runs_hi": 1.0, "low": -0.1, "high": 0.2, "df": 3.25, "fragile": []})  # each its own value
     analysis = TaskAnalysis("hand", curve, chosen, summary, pd.DataFrame(), verdicts, oracle_split(curve),
                             {"test": 1}, np.array([0.5, 0.5]))  # fmt: skip
-    lines = _lines(analysis)
+    lines = detail_lines(analysis)
     v = verdicts[0]
     assert (f"[hand] fitted_q minus halt_head (val-chosen points) in test mean return: {v['difference']:+.4f}, 95% CI "
             f"[{v['low']:+.4f}, {v['high']:+.4f}] (t, df {v['df']:.1f}) (higher); descriptive: 100% of bootstrap "
             "draws have fitted_q above halt_head, and rliable's run-level P(fitted_q > halt_head) over pairs of runs "
-            "within a TRM seed is 1.00 [1.00, 1.00]") in lines  # fmt: skip
+            "within a TRM seed is 1.00 [1.00, 1.00]; **fragile**: fitted_q had one learner run per TRM seed, and a "
+            "retrain with another seed (or thread count) can move the verdict") in lines  # fmt: skip
     assert ("[hand] fitted_q minus halt_head (val-chosen points) in test mean return: "
             f"{v['difference']:+.4f}, 95% CI [-0.1000, +0.2000] (t, df 3.2) (no significant difference); descriptive: "
             "40% of bootstrap draws have fitted_q above halt_head, and rliable's run-level P(fitted_q > halt_head) "
@@ -176,4 +191,4 @@ def test_report_lines_label_the_statistics(study: tuple[Results, dict[str, Draws
             "fitted_q's (95% CIs, Fieller)") in lines and head["oracle_gain_share"] == 0.0  # fmt: skip
     analysis.summary = summary.assign(attainable_gain_share_hi=np.nan)  # Fieller's set unbounded
     assert "[hand] halt_head captures 0.0% [0.0%, 0.0%] of the oracle's gain and 0.0% [unbounded] of fitted_q's " \
-           "(95% CIs, Fieller)" in _lines(analysis)  # fmt: skip
+           "(95% CIs, Fieller)" in detail_lines(analysis)  # fmt: skip

@@ -9,9 +9,9 @@ table; the environments (``trm_env.env``, ``trm_env.sb3``) are thin views over i
 
 Tables are cached by content: in memory, and on disk (``TRM_ENV_CACHE_DIR``, default
 ``~/.cache/trm_env/rollouts``; ``off`` disables it) so a fresh process or a subprocess worker loads
-instead of re-simulating. The key covers the model's weights and config, the task's arrays, the split,
-K, the pnl scale and this code. Loads are checked (``trm_env.store``); a damaged cache folder is moved
-aside with a warning and the table simulated again.
+instead of re-simulating. The key covers the model's weights and config, the task's arrays, horizon and
+strategy names, the split, K, the pnl scale and this code. Loads are checked (``trm_env.store``); a
+damaged cache folder is moved aside with a warning and the table simulated again.
 
 Any model that refines an answer step by step gets a table too: ``Rollouts.from_arrays`` takes its exported
 per-step logits, and ``simulate`` takes any object with the step protocol (``trm_env.stepping``) as
@@ -215,7 +215,8 @@ def _simulation_key(model: Any, task: Task, split: str, k: int, where: torch.dev
     if not isinstance(model, torch.nn.Module) and key is None:
         return None
     identity = module_digest(model) if isinstance(model, torch.nn.Module) else None
-    parts = [_CODE_DIGEST.hexdigest(), identity, task.key(), split, k, stepper_pnl_scale(model)]
+    parts = [_CODE_DIGEST.hexdigest(), identity, task.key(), task.horizon, list(task.strategy_names), split, k,
+             stepper_pnl_scale(model)]  # the task's key, and the two task fields it does not hash
     parts += ([] if key is None else [key]) + ([] if where.type == "cpu" else [where.type])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
