@@ -16,8 +16,9 @@ run loses only the stages that were running; ``--force`` redoes all; ``config.js
    weights) with its settings (``.json``) and an SB3 zip export beside it; TensorBoard logs in
    ``tensorboard/<task>/trm<k>/`` (a redone agent's replace the old ones);
 3. per task, TRM seed and policy group: halting steps on val and test: ``episodes/<task>/trm<k>/<group>.npz``
-   (a joint family, ``joint``, on the tables of its own TRM seed k: a TRM trained with its halting objective, shipped
-   for ``agents.joint_study.JOINT_TASKS``, or retrained from ``experiments/configs/<task>-<objective>.json``);
+   (a joint family, ``joint``, on the val and test tables of its own TRM seed k for k in ``joint_seeds``: a TRM
+   trained with its halting objective, shipped for ``agents.joint_study.JOINT_TASKS``, or retrained from
+   ``experiments/configs/<task>-<objective>.json``; analysed on those seeds, docs/joint_halting.md);
 4. the analysis: every point on val and test, each family's knob chosen on val;
 5. per task: every deployable val-chosen point run live (``agents.measure``): live equals the table on every
    TRM seed, wall time against full depth, latency at batch 1: ``live/<task>.json``;

@@ -128,7 +128,7 @@ def markdown(grid: Path) -> str:
         lines.append(f"| {r['task']} | {r['halting']} | {fields} | {r['epochs']} ({r['epochs_run']}) | "
                      f"{r['val_mean_return']:.4f} | {r['best_knob']:g} | {r['val_mean_steps']:.2f} | "
                      f"{r['val_accuracy_at_knob']:.3f} | {r['train_seconds']:.0f} | "
-                     f"{r.get('cpu_seconds', float('nan')):.0f} | "
+                     f"{format(r['cpu_seconds'], '.0f') if 'cpu_seconds' in r else 'n/a'} | "
                      f"{'yes' if r['val_mean_return'] == best[(r['task'], r['halting'])] else ''} |")  # fmt: skip
     return "\n".join(lines)
 
