@@ -275,14 +275,14 @@ class Run:
         return paths, keys, jobs
 
     def evaluations(self, task: str, seed: int, checkpoint: ModelSource,
-                    rl: tuple[list[Path], list[dict], list[int | None]], joint: dict[str, Path]
+                    rl: tuple[list[Path], list[dict], list[int | None]], joint: dict[str, Path] | None = None
                     ) -> dict[str, Path]:  # fmt: skip
         """Stage 3: every policy group's halting steps on val and test (the RL group after its agents; a joint
         family on its own TRM, ``joint``)."""
         settings = self._settings()
         paths, keys, jobs = rl
         out = {}
-        groups = [*((g, checkpoint) for g in ("rules", "rl", *self.config["learners"])), *joint.items()]
+        groups = [*((g, checkpoint) for g in ("rules", "rl", *self.config["learners"])), *(joint or {}).items()]
         for group, folder in groups:
             path = self.out / "episodes" / task / f"trm{seed}" / f"{group}.npz"
             key = {"stage": "evaluate", "group": group, "task_kwargs": self._task_kwargs(task),
@@ -297,12 +297,12 @@ class Run:
         return out
 
     def live(self, task: str, checkpoints: dict[int, Path], chosen: dict[str, float],
-             rl: dict[int, tuple[list[Path], list[dict], list[int | None]]], joint: dict[int, dict[str, Path]]
-             ) -> Path:  # fmt: skip
+             rl: dict[int, tuple[list[Path], list[dict], list[int | None]]],
+             joint: dict[int, dict[str, Path]] | None = None) -> Path:  # fmt: skip
         """Stage 5: every deployable val-chosen point of ``task`` run live: equality on every TRM seed (the first
         one only unless ``live_all_seeds``: each seed refits the learned families; a joint family on its own TRMs,
         ``joint``: seed -> family -> folder), wall time and latency."""
-        c = self.config
+        c, joint = self.config, joint or {}
         if not c["live_all_seeds"]:
             first = min(checkpoints)
             checkpoints, rl = {first: checkpoints[first]}, {first: rl[first]}
