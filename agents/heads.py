@@ -19,9 +19,9 @@ profit-weighted CE ``L_t`` of halting there, the reward ``r_t = -L_t`` and corre
   per-step losses, not outputs, so the task term is the expected loss sum_t p_t L_t (PonderNet's form),
   not the loss of ACT's mixed output.
 
-``ponder`` and ``act`` accumulate over steps, so they are stateful: a batch's row i continues row i of
-the previous call, and a row at step 1 starts afresh (both evaluation paths call them once per step).
-
+``ponder`` and ``act`` accumulate over steps, so they are stateful (``agents.cumulative``): a batch's row i
+continues row i of the previous call, and a row at step 1 starts afresh (both evaluation paths call them once
+per step). Their distributions and losses are ``trm_env.halting_loss``'s, shared with the joint training.
 Each head trains with full-batch Adam on a seeded subset of the halt split; its ``HeadSettings`` (width,
 Adam steps, learning rate, subset size) default to ``HEAD_SETTINGS[name]``, chosen per head by a search
 on val (``experiments/tune_heads.py``, docs/heads_tuning.md).
@@ -37,15 +37,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.cumulative import CumulativePolicy, act_update, ponder_update
 from agents.policies import HaltingPolicy, Info, check_probability
 from trm_env.core import DEFAULT_STEP_COST
+from trm_env.halting_loss import ACT_EPSILON, act_distribution, act_loss, ponder_distribution, ponder_loss
 from trm_env.model import torch_threads
 from trm_env.rollouts import Rollouts
 
 __all__ = ["ACT_EPSILON", "HEAD_SETTINGS", "ACTPolicy", "ContinuationHeadPolicy", "CorrectHeadPolicy", "HeadSettings",
-           "PonderPolicy", "continuation_target", "ponder_distribution"]  # fmt: skip
+           "PonderPolicy", "act_distribution", "continuation_target", "ponder_distribution"]  # fmt: skip
 
-ACT_EPSILON, HALT_BIAS = 0.01, -5.0
+HALT_BIAS = -5.0
 
 
 @dataclass(frozen=True)
@@ -81,25 +83,6 @@ def continuation_target(rewards: np.ndarray, step_cost: float) -> np.ndarray:
         target[:, t] = rewards[:, t] >= later_best
         later_best = np.maximum(later_best, rewards[:, t]) - step_cost
     return target
-
-
-def ponder_distribution(lambdas: torch.Tensor) -> torch.Tensor:
-    """PonderNet's halting distribution p_t = lambda_t prod_{j<t} (1 - lambda_j), with lambda_K forced to 1."""
-    lambdas = torch.cat([lambdas[:, :-1], torch.ones_like(lambdas[:, :1])], dim=1)
-    survival = torch.cumprod(torch.cat([torch.ones_like(lambdas[:, :1]), 1 - lambdas[:, :-1]], dim=1), dim=1)
-    return lambdas * survival
-
-
-def act_distribution(units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ACT's (p (N, K), halting step N (1-based), remainder R) from halting units h (N, K)."""
-    k = units.shape[1]
-    reached = torch.cumsum(units, dim=1) >= 1 - ACT_EPSILON
-    reached[:, -1] = True
-    halt = reached.float().argmax(dim=1)  # 0-based N - 1
-    before = torch.arange(k)[None, :] < halt[:, None]
-    remainder = 1 - (units * before).sum(dim=1)
-    p = units * before + torch.nn.functional.one_hot(halt, k) * remainder[:, None]
-    return p, halt + 1, remainder
 
 
 class HeadPolicy(HaltingPolicy):
@@ -182,39 +165,17 @@ class ContinuationHeadPolicy(_ClassifierHead):
         return continuation_target(table.halt_reward[reward], step_cost)
 
 
-class _CumulativeHead(HeadPolicy):
-    """Halts where a per-sample running quantity of the head's outputs reaches ``threshold()``."""
+class _CumulativeHead(HeadPolicy, CumulativePolicy):
+    """A fitted head whose sigmoid outputs accumulate over the steps (``agents.cumulative``)."""
 
-    stateful = True
-    _running: np.ndarray | None = None
-    _max_steps = 0
-
-    def threshold(self) -> float:
-        raise NotImplementedError
-
-    def update(self, running: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def act(self, observations: np.ndarray, info: Info = None) -> np.ndarray:
-        if info is None or "step" not in info:
-            raise ValueError(f"{type(self).__name__}.act needs info['step'] (it accumulates over steps)")
-        outputs = 1 / (1 + np.exp(-self.halt_logits(observations)))
-        step = np.asarray(info["step"])
-        if self._running is None or len(self._running) != len(outputs):
-            self._running = np.zeros(len(outputs))
-        self._running = self.update(np.where(step == 1, 0.0, self._running), outputs)
-        return ((self._running >= self.threshold()) | (step >= self._max_steps)).astype(np.int64)
+    def outputs(self, observations: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-self.halt_logits(observations)))
 
     def bind(self, rollouts: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
              ) -> None:  # fmt: skip
         if self.net is None:
             raise RuntimeError(f"{type(self).__name__} needs fit(rollouts) on the halting split before it acts")
-        self._max_steps, self._running = rollouts.max_steps, None
-
-    def select(self, rows: np.ndarray) -> None:
-        if self._running is not None:
-            self._running = np.where(rows >= 0, self._running[np.maximum(rows, 0)], 0.0) if len(self._running) else (
-                np.zeros(len(rows)))
+        super().bind(rollouts, step_cost, reward)
 
 
 class PonderPolicy(_CumulativeHead):
@@ -228,16 +189,7 @@ class PonderPolicy(_CumulativeHead):
     def fit(self, table: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce",
             lambda_p: float = 0.2, beta: float = 0.01) -> PonderPolicy:  # fmt: skip
         losses = torch.from_numpy(-table.halt_reward[reward]).float()
-        k = losses.shape[1]
-        prior = lambda_p * (1 - lambda_p) ** torch.arange(k, dtype=torch.float32)
-        prior = prior / prior.sum()
-
-        def loss(logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-            p = ponder_distribution(torch.sigmoid(logits))
-            kl = (p * (torch.log(p.clamp_min(1e-12)) - torch.log(prior))).sum(dim=1)
-            return ((p * losses[rows]).sum(dim=1) + beta * kl).mean()
-
-        self._fit(table, loss)
+        self._fit(table, lambda logits, rows: ponder_loss(losses[rows], logits, lambda_p, beta))
         self.details = {"lambda_p": lambda_p, "beta": beta}
         return self
 
@@ -245,7 +197,7 @@ class PonderPolicy(_CumulativeHead):
         return self.param
 
     def update(self, running: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-        return 1 - (1 - running) * (1 - outputs)  # cumulative p = 1 - prod (1 - lambda)
+        return ponder_update(running, outputs)
 
 
 class ACTPolicy(_CumulativeHead):
@@ -261,16 +213,11 @@ class ACTPolicy(_CumulativeHead):
     def fit(self, table: Rollouts, step_cost: float = DEFAULT_STEP_COST, reward: str = "profit_weighted_ce"
             ) -> ACTPolicy:  # fmt: skip
         losses = torch.from_numpy(-table.halt_reward[reward]).float()
-
-        def loss(logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-            p, halt, remainder = act_distribution(torch.sigmoid(logits))
-            return ((p * losses[rows]).sum(dim=1) + self.param * (halt + remainder)).mean()
-
-        self._fit(table, loss)
+        self._fit(table, lambda logits, rows: act_loss(losses[rows], logits, self.param))
         return self
 
     def threshold(self) -> float:
         return 1 - ACT_EPSILON
 
     def update(self, running: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-        return running + outputs
+        return act_update(running, outputs)

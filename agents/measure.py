@@ -13,7 +13,9 @@ evaluation stage fitted them, learner seed 0; RL agents loaded) and:
 - **latency**: one request at a time (batch 1), p50 and p99 per sample of ``LATENCY_FAMILIES`` and full depth.
 
 Everything runs on the CPU with one torch thread. The oracle and the privileged rules read the label: no
-compute columns.
+compute columns. A joint family (``agents.joint``) runs on its own TRMs (``joint``: seed -> family -> folder):
+its equality against its own tables on each seed given, its throughput against its own TRM's full depth on the
+first.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from agents.evaluation import halting_steps
+from agents.joint import JOINT_FAMILIES, joint_policies
 from agents.learners import LEARNERS, fit_learners
 from agents.live import evaluate_live
 from agents.policies import HaltingPolicy, make_policy
@@ -129,14 +132,45 @@ def _latency(model: Any, inputs: torch.Tensor, policies: dict[str, HaltingPolicy
             for name, s in seconds.items()}  # fmt: skip
 
 
+def _timing_inputs(task: Any, model: Any, samples: int) -> tuple[torch.Tensor, TableSpec]:
+    """The first ``samples`` test inputs and their table spec."""
+    rows = task.split("test")[:samples]
+    inputs = torch.from_numpy(np.ascontiguousarray(task.features[rows]))
+    return inputs, TableSpec(task.name, "test", observation_layout(model.num_classes, model.task_head.in_features),
+                             model.num_classes, model.max_steps, len(rows), model.pnl_scale)  # fmt: skip
+
+
+def _joint_live(task: Any, chosen: dict[str, float], joint: dict[int, dict[str, Path]], settings: dict[str, Any],
+                result: dict[str, Any]) -> None:  # fmt: skip
+    """Each joint family's chosen point on its own TRMs: mismatches on every seed, timing on the first."""
+    if not joint:
+        raise ValueError(f"joint families {sorted(chosen)} run live on their own TRMs: pass joint (seed -> folders)")
+    cost, first = settings["step_cost"], min(joint)
+    for seed, folders in sorted(joint.items()):
+        for family, param in chosen.items():
+            policy = joint_policies(family, (param,))[0]
+            table = simulate(task, folders[family], split="test")
+            result["mismatches"].setdefault(seed, {})[family] = _mismatches(policy, table, task, folders[family],
+                                                                            cost)  # fmt: skip
+            if seed == first:
+                model = resolve_model(folders[family], task)
+                inputs, spec = _timing_inputs(task, model, settings["timing_samples"])
+                timing = time_live(model, inputs, {family: policy}, spec, cost, settings["timing_rounds"])
+                result["timing"][family] = timing[family]
+
+
 def live_stage(task: str, task_kwargs: dict[str, Any], checkpoints: dict[int, Path], chosen: dict[str, Any],
-               settings: dict[str, Any], rl_paths: dict[int, list[Path]], out: Path) -> None:  # fmt: skip
+               settings: dict[str, Any], rl_paths: dict[int, list[Path]], out: Path,
+               joint: dict[int, dict[str, Path]] | None = None) -> None:  # fmt: skip
     """Measure every deployable chosen point of ``task`` (module docstring); write ``out`` (JSON).
 
     ``chosen``: family -> val-chosen knob (or TRM seed -> [family, knob], see ``deployable_choices``);
-    ``settings``: the evaluation settings plus ``timing_samples``, ``timing_rounds`` and ``latency_samples``.
+    ``settings``: the evaluation settings plus ``timing_samples``, ``timing_rounds`` and ``latency_samples``;
+    ``joint``: the joint families' own TRM folders per seed.
     """
     loaded, cost = load_task(task, **task_kwargs), settings["step_cost"]
+    own = {family: param for family, param in chosen.items() if family in JOINT_FAMILIES}
+    chosen = {family: param for family, param in chosen.items() if family not in own}
     result: dict[str, Any] = {"mismatches": {}, "trm_seeds": sorted(checkpoints)}
     with torch_threads(1):
         for seed, checkpoint in sorted(checkpoints.items()):
@@ -148,12 +182,11 @@ def live_stage(task: str, task_kwargs: dict[str, Any], checkpoints: dict[int, Pa
                                           for family, p in policies.items()}  # fmt: skip
             if seed == min(checkpoints):
                 model = resolve_model(checkpoint, loaded)
-                rows = loaded.split("test")[: settings["timing_samples"]]
-                inputs = torch.from_numpy(np.ascontiguousarray(loaded.features[rows]))
-                spec = TableSpec(task, "test", observation_layout(model.num_classes, model.task_head.in_features),
-                                 model.num_classes, model.max_steps, len(rows), model.pnl_scale)  # fmt: skip
+                inputs, spec = _timing_inputs(loaded, model, settings["timing_samples"])
                 result["timing"] = time_live(model, inputs, policies, spec, cost, settings["timing_rounds"])
                 spec = TableSpec(**{**spec.__dict__, "num_samples": settings["latency_samples"]})
                 result["latency"] = _latency(model, inputs[: settings["latency_samples"]], policies, spec, cost)
-    result.update(samples=len(rows), rounds=settings["timing_rounds"], batch_size=BATCH)
+        if own:
+            _joint_live(loaded, own, joint or {}, settings, result)
+    result.update(samples=len(inputs), rounds=settings["timing_rounds"], batch_size=BATCH)
     write_json_atomic(out, json.loads(json.dumps(result)))

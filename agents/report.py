@@ -25,6 +25,18 @@ from matplotlib.figure import Figure
 
 from agents.calibrate import exchangeability
 from agents.curves import summarize as curve_summary
+from agents.joint import JOINT_FAMILIES
+from agents.joint_study import (
+    JOINT_CHECKPOINTS,
+    JOINT_COMPARED,
+    JOINT_GROUPS,
+    JOINT_INPUTS,
+    JOINT_VERDICTS,
+    add_joint_tables,
+    plot_steps,
+    step_lines,
+    step_profiles,
+)
 from agents.ltt_study import BASES, add_calibrated, chosen_risk, coverage, live_choices, mark_selected
 from agents.measure import COMPUTE_COLUMNS
 from agents.plots import (
@@ -75,6 +87,8 @@ class TaskAnalysis:
     coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # agents.ltt_study.COVERAGE_COLUMNS
     base_risk: dict[str, float] = field(default_factory=dict)  # base family -> test risk of its val-chosen point
     exchangeability: str | None = None  # why val and test are not exchangeable (None: they are)
+    step_profiles: pd.DataFrame | None = None  # per-step test quality of the BCE and joint TRMs (agents.joint_study)
+    step_lines: list[str] = field(default_factory=list)  # the joint TRMs minus the BCE TRMs at steps 1 and K
 
     @property
     def lines(self) -> list[str]:
@@ -99,20 +113,23 @@ class Analysis:
         return "\n".join([table, "", *[line for t in self.tasks for line in t.lines]])
 
 
-def load_results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Any]], step_cost: float
-                 ) -> Results:  # fmt: skip
-    """A task's ``Results`` from its stage artifacts: per TRM seed, ``{"checkpoint": folder, group: .npz}``."""
+def load_results(task: str, task_kwargs: dict[str, Any], seeds: dict[int, dict[str, Any]], step_cost: float,
+                 families: tuple[str, ...] | None = None) -> Results:  # fmt: skip
+    """A task's ``Results`` from its stage artifacts: per TRM seed, ``{"checkpoint": folder, group: .npz}`` (only
+    the points of ``families``, if given)."""
     results = Results(task, sorted(seeds), step_cost)
     for seed, paths in seeds.items():
         for split in EVAL_SPLITS:
             results.tables[(seed, split)] = split_table(task, task_kwargs, paths["checkpoint"], split)
+        add_joint_tables(results, task, task_kwargs, seed, paths.get(JOINT_CHECKPOINTS, {}), EVAL_SPLITS)
         for group, path in paths.items():
-            if group == "checkpoint":
+            if group in ("checkpoint", JOINT_CHECKPOINTS):
                 continue
             points, steps = load_points(path)
             for split in EVAL_SPLITS:
                 for point, row in zip(points, steps[split], strict=True):
-                    results.add(seed, split, point, row)
+                    if families is None or point["policy"] in families:
+                        results.add(seed, split, point, row)
     return results
 
 
@@ -130,8 +147,8 @@ def _draws(results: Results, n_resamples: int) -> tuple[dict[str, Draws], dict[s
 def _episodes(results: Results, chosen: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for seed in results.trm_seeds:
-        table = results.tables[(seed, "test")]
         for _, pick in chosen.iterrows():
+            table = results.table(pick["policy"], seed, "test")
             key = results.point("test", pick["policy"], pick["param"])
             for learner in results.learner_seeds(key):
                 steps = results.steps(key, seed, learner)[None]
@@ -169,13 +186,40 @@ def analyse(artifacts: dict[str, dict[int, dict[str, Path]]], agents: dict[str, 
             config: dict[str, Any]) -> Analysis:  # fmt: skip
     tasks = []
     for task, seeds in artifacts.items():
-        results = load_results(task, config["task_kwargs"].get(task, {}), seeds, config["eval_step_cost"])
+        kwargs, cost = config["task_kwargs"].get(task, {}), config["eval_step_cost"]
+        own = {seed: {g: p for g, p in paths.items() if g not in JOINT_GROUPS} for seed, paths in seeds.items()}
+        results = load_results(task, kwargs, own, cost)
         rates = [json.loads((paths["checkpoint"] / "metrics.json").read_text())["train"]["halt_target_rate"]
                  for paths in seeds.values() if not isinstance(paths["checkpoint"], dict)]  # fmt: skip
-        tasks.append(analyse_task(results, config["n_resamples"], np.mean(rates, axis=0) if rates else None))
+        analysis = analyse_task(results, config["n_resamples"], np.mean(rates, axis=0) if rates else None)
+        joint = {seed: {g: p for g, p in paths.items() if g in JOINT_INPUTS} for seed, paths in seeds.items()
+                 if paths.get(JOINT_CHECKPOINTS)}  # fmt: skip
+        if joint:
+            add_joint(analysis, load_results(task, kwargs, joint, cost, JOINT_COMPARED), config["n_resamples"])
+        tasks.append(analysis)
     seconds = [json.loads(p.with_suffix(".json").read_text())["train_seconds"]
                for per_task in agents.values() for paths in per_task.values() for p in paths]  # fmt: skip
     return Analysis(tasks, seconds)
+
+
+def add_joint(analysis: TaskAnalysis, results: Results, n_resamples: int) -> None:
+    """Analyse the joint families on the TRM seeds that have them (``results``: theirs and the families they are
+    compared with, ``JOINT_COMPARED``) and add their rows, verdicts and per-step comparison to ``analysis``."""
+    draws, _ = _draws(results, n_resamples)
+    curve = curves(results, draws)
+    chosen = choose(curve)
+    summary = summarize(results, chosen, draws["test"])
+    extra = curve_summary(curve[curve["split"] == "test"], max_steps=results.tables[(results.trm_seeds[0], "test")]
+                          .max_steps)  # fmt: skip
+    summary = summary.merge(extra[["policy", "auc_accuracy", "vs_halt_head"]], on="policy", how="left")
+    mine = chosen[chosen["policy"].isin(JOINT_FAMILIES)]
+    frames = {"curves": curve, "chosen": mine, "summary": summary, "episodes": _episodes(results, mine)}
+    for name, frame in frames.items():
+        setattr(analysis, name, pd.concat([getattr(analysis, name), frame[frame["policy"].isin(JOINT_FAMILIES)]],
+                                          ignore_index=True))  # fmt: skip
+    present = set(chosen["policy"])
+    analysis.verdicts += [verdict(results, chosen, draws["test"], a, b) for a, b in JOINT_VERDICTS if {a, b} <= present]
+    analysis.step_profiles, analysis.step_lines = step_profiles(results), step_lines(results, draws["test"])
 
 
 def add_compute(analysis: Analysis, live: dict[str, Path]) -> None:
@@ -221,7 +265,14 @@ def _episode_figures(t: TaskAnalysis, styles: dict[str, dict[str, Any]]) -> dict
     return out
 
 
-FIGURES: list[Figures] = [_curve_figures, _wall_time_figure, _episode_figures]  # the "Figures" section, per task
+def _joint_figure(t: TaskAnalysis, styles: dict[str, dict[str, Any]]) -> dict[str, Figure]:
+    if t.step_profiles is None:
+        return {}
+    title = f"{t.task} (test): per-step quality of the TRMs by training objective"
+    return {f"{t.task}_joint_steps.png": plot_steps(t.step_profiles, title)}
+
+
+FIGURES: list[Figures] = [_curve_figures, _wall_time_figure, _episode_figures, _joint_figure]  # per task
 
 
 def _images(names: list[str]) -> list[str]:
@@ -270,6 +321,10 @@ def write_outputs(out: Path, analysis: Analysis, config: dict[str, Any]) -> None
 def _settings(analysis: Analysis, config: dict[str, Any]) -> list[str]:
     lines = [PROTOCOL + "\n", f"Evaluation step cost {config['eval_step_cost']}; TRM seeds {config['trm_seeds']}; RL "
              f"seeds {config['rl_seeds']} at training costs {config['step_costs']}.\n"]  # fmt: skip
+    if any(t.step_profiles is not None for t in analysis.tasks):
+        lines.append(f"Joint families ({', '.join(config['joint'])}) halt TRMs trained with their own halting "
+                     f"objective on `train`, TRM seeds {config['joint_seeds']} (their seed k paired with the BCE TRM's "
+                     "seed k on the same samples; `agents/joint_study.py`).\n")  # fmt: skip
     if analysis.rl_seconds:
         seconds = analysis.rl_seconds
         lines.append(f"RL training: {len(seconds)} agents, at most {max(seconds):.1f} s each.\n")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from agents.joint import JOINT_FAMILIES
 from agents.ltt_study import parse_family
 from agents.policies import LEARNED_FAMILIES
 
@@ -31,7 +32,7 @@ PROTOCOL = (
     "blocks of consecutive days on market tasks), with Satterthwaite's degrees of freedom; shares get Fieller's "
     "interval."
 )
-LEARNED = ("halt_head", *LEARNED_FAMILIES)
+LEARNED = ("halt_head", *LEARNED_FAMILIES, *JOINT_FAMILIES)
 REFERENCES = "oracle"  # with privileged_*: they read the label or the task's structure
 
 
@@ -294,10 +295,16 @@ def live_lines(t: TaskAnalysis) -> list[str]:
     return lines
 
 
+def joint_step_lines(t: TaskAnalysis) -> list[str]:
+    """Each joint objective's TRMs minus the BCE TRMs at steps 1 and K (``agents.joint_study``)."""
+    return list(t.step_lines)
+
+
 DETAILS: list[tuple[str, Callable[[TaskAnalysis], list[str]]]] = [
     ("Verdicts", verdict_lines), ("Shares of the gain", share_lines),
     ("Oracle, bootstrap and training target", oracle_lines), ("Grid edges and collapse", collapse_lines),
     ("Difficulty", difficulty_lines), ("Live halting", live_lines),
+    ("Halting trained with the model: per-step quality", joint_step_lines),
 ]  # fmt: skip
 
 

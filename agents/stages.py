@@ -4,8 +4,8 @@
 - ``train_rl_stage``: one RL halting agent, trained on the halt split of one TRM's tables (``out`` is its ``.pt``;
   its settings and SB3 export go beside it, see ``agents.rl.save_rl_policy``).
 - ``evaluate_stage``: one group of halting policies on one TRM's val and test tables: rules (and the
-  task's privileged references), RL agents, or one learned family fitted on the halt split
-  (``agents.learners``). It writes
+  task's privileged references), RL agents, one learned family fitted on the halt split
+  (``agents.learners``), or a joint family's knob sweep (``agents.joint``, on its own TRM's tables). It writes
   the halting step of every (policy point, sample) as ``.npz``; every other column is read back from
   the tables (``halting_frame``), so a stage's artifact stays small.
 
@@ -29,6 +29,7 @@ import pandas as pd
 
 from agents.curves import rule_policies
 from agents.evaluation import episode_columns, halting_steps
+from agents.joint import JOINT_FAMILIES, joint_policies
 from agents.learners import LEARNERS, fit_learners
 from agents.policies import HaltingPolicy, PrivilegedPolicy
 from agents.rl import RLHaltingPolicy, tensorboard_name, train_rl_policy
@@ -42,7 +43,7 @@ __all__ = ["EVAL_SPLITS", "GROUPS", "evaluate_stage", "halting_frame", "load_poi
            "train_trm_stage"]  # fmt: skip
 
 EVAL_SPLITS = ("val", "test")  # choices are made on val; test only reports
-GROUPS = ("rules", "rl", *LEARNERS)
+GROUPS = ("rules", "rl", *LEARNERS, *JOINT_FAMILIES)
 
 
 def train_trm_stage(task: str, seed: int, config_path: Path, out_dir: Path) -> None:
@@ -91,6 +92,8 @@ def _policies(group: str, task: str, task_kwargs: dict[str, Any], checkpoint: Mo
         halt = split_table(task, task_kwargs, checkpoint, "halt")
         return fit_learners(group, halt, tables["val"], settings["step_cost"], settings["learner_seeds"],
                             [tuple(v) for v in settings["ponder_variants"]], settings["act_taus"])  # fmt: skip
+    if group in JOINT_FAMILIES:
+        return joint_policies(group)
     raise ValueError(f"unknown policy group {group!r}; valid: {list(GROUPS)}")
 
 

@@ -1,7 +1,8 @@
 """The study's analysis: every point on val and test with hierarchical CIs, choices on val, verdicts on test.
 
 A task's ``Results`` hold, per (split, family, param), arrays (T TRM seeds, R learner seeds, N samples)
-of halting step, return, correctness, pnl and profit-weighted CE. From them:
+of halting step, return, correctness, pnl and profit-weighted CE, read from the task's TRM tables (a joint
+family's from its own TRMs' tables, ``family_tables``: the same samples, see ``agents.joint_study``). From them:
 
 Every interval is 95% and calibrated at a few TRM seeds (``agents.stats``: a t over TRM seeds with the
 shared sample variance from the bootstrap draws; Fieller's interval for shares). From the arrays:
@@ -53,6 +54,7 @@ class Results:
     trm_seeds: list[int]
     step_cost: float
     tables: dict[tuple[int, str], Rollouts] = field(default_factory=dict)
+    family_tables: dict[tuple[str, int, str], Rollouts] = field(default_factory=dict)  # (family, seed, split)
     details: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     _steps: dict[Key, dict[tuple[int, int], np.ndarray]] = field(default_factory=lambda: defaultdict(dict))
     _arrays: dict[Key, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -64,6 +66,11 @@ class Results:
         if extra:
             self.details[point["policy"]].add(", ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}"
                                                         for k, v in sorted(extra.items())))  # fmt: skip
+
+    def table(self, family: str, trm_seed: int, split: str) -> Rollouts:
+        """The table ``family`` is evaluated on: its own TRM's (``family_tables``), else the task's TRM's."""
+        own = self.family_tables.get((family, trm_seed, split))
+        return self.tables[(trm_seed, split)] if own is None else own
 
     def steps(self, key: Key, trm_seed: int, learner_seed: int) -> np.ndarray:
         return self._steps[key][(trm_seed, learner_seed)]
@@ -92,7 +99,7 @@ class Results:
             raise ValueError(f"{self.task} {key}: no episodes for (TRM seed, learner seed) {missing}")
         out: dict[str, list[list[np.ndarray]]] = {metric: [] for metric in METRICS}
         for t in self.trm_seeds:
-            table = self.tables[(t, split)]
+            table = self.table(key[1], t, split)
             rows = [_metrics(table, found[(t, r)], self.step_cost) for r in seeds]
             for metric in METRICS:
                 out[metric].append([row[metric] for row in rows])

@@ -15,7 +15,10 @@ run loses only the stages that were running; ``--force`` redoes all; ``config.js
 2. per task, TRM seed, RL training cost and RL seed: an agent trained on ``halt``: ``rl/<task>/trm<k>/*.pt`` (its
    weights) with its settings (``.json``) and an SB3 zip export beside it; TensorBoard logs in
    ``tensorboard/<task>/trm<k>/`` (a redone agent's replace the old ones);
-3. per task, TRM seed and policy group: halting steps on val and test: ``episodes/<task>/trm<k>/<group>.npz``;
+3. per task, TRM seed and policy group: halting steps on val and test: ``episodes/<task>/trm<k>/<group>.npz``
+   (a joint family, ``joint``, on the val and test tables of its own TRM seed k for k in ``joint_seeds``: a TRM
+   trained with its halting objective, shipped for ``agents.joint_study.JOINT_TASKS``, or retrained from
+   ``experiments/configs/<task>-<objective>.json``; analysed on those seeds, docs/joint_halting.md);
 4. the analysis: every point on val and test, each family's knob chosen on val;
 5. per task: every deployable val-chosen point run live (``agents.measure``): live equals the table on every
    TRM seed, wall time against full depth, latency at batch 1: ``live/<task>.json``;
@@ -47,6 +50,8 @@ from tqdm.auto import tqdm
 
 from agents.backend import BACKENDS, make_backend
 from agents.curves import DEFAULT_PARAMS
+from agents.joint import JOINT_FAMILIES, JOINT_GRIDS
+from agents.joint_study import JOINT_CHECKPOINTS, JOINT_TASKS
 from agents.learners import GRIDS, LEARNERS, PONDER_VARIANTS
 from agents.measure import deployable_choices, live_stage
 from agents.report import add_compute, analyse, write_outputs
@@ -56,6 +61,7 @@ from agents.sources import ModelSource, check_tables, source_digest
 from agents.stages import evaluate_stage, train_rl_stage, train_trm_stage
 from trm_env.core import DEFAULT_STEP_COST
 from trm_env.io import write_json_atomic
+from trm_env.resolve import JOINT_SEEDS
 from trm_env.rollouts import SHIPPED_SEEDS, shipped_checkpoint
 from trm_env.training import TrainConfig
 
@@ -63,7 +69,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_BACKEND = "ray"  # make run, quick config, 2 cores: 239 s on Ray vs 315 s serial (README)
 COMMON = dict(tasks=["sp500", "regime-chain", "pointer"], trm_seeds=[0, 1, 2, 3, 4], retrain=False,
               eval_step_cost=DEFAULT_STEP_COST, learners=list(LEARNERS), task_kwargs={}, checkpoints={}, tables={},
-              algo="ppo", n_envs=N_ENVS["ppo"], hyperparameters={})
+              algo="ppo", n_envs=N_ENVS["ppo"], hyperparameters={}, joint=list(JOINT_FAMILIES),
+              joint_seeds=list(JOINT_SEEDS))
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": dict(COMMON, step_costs=[DEFAULT_STEP_COST], rl_seeds=[0], random_seeds=[0], learner_seeds=[0],
                   total_timesteps=200_000, ponder_variants=[[0.2, 0.01], [0.4, 0.01]], act_taus=[0.001, 0.01, 0.03],
@@ -80,7 +87,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 CHECKED = {"step_costs": "a non-empty list of numbers >= 0", "trm_seeds": "a non-empty list of integers",
            "rl_seeds": "a non-empty list of integers", "random_seeds": "a non-empty list of integers",
-           "learner_seeds": "a non-empty list of integers"}  # fmt: skip
+           "learner_seeds": "a non-empty list of integers",
+           "joint_seeds": "a non-empty list of integers"}  # fmt: skip
 POSITIVE = ("timing_samples", "timing_rounds", "latency_samples")
 
 
@@ -108,9 +116,10 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
             raise ValueError(f"{key} must be an integer >= 1, got {config[key]!r}")
     if not isinstance(config["live_all_seeds"], bool):
         raise ValueError(f"live_all_seeds must be true or false, got {config['live_all_seeds']!r}")
-    unknown = sorted(set(config["learners"]) - set(LEARNERS))
-    if unknown:
-        raise ValueError(f"learners must be a list of {list(LEARNERS)}; unknown: {unknown}")
+    for key, valid in (("learners", LEARNERS), ("joint", JOINT_FAMILIES)):
+        unknown = sorted(set(config[key]) - set(valid))
+        if unknown:
+            raise ValueError(f"{key} must be a list of {list(valid)}; unknown: {unknown}")
     if config["algo"] not in HYPERPARAMETERS:
         raise ValueError(f"algo must be one of {sorted(HYPERPARAMETERS)}, got {config['algo']!r}")
     for key in ("task_kwargs", "checkpoints", "tables"):
@@ -121,23 +130,41 @@ def load_config(name_or_path: str, retrain: bool) -> dict[str, Any]:
         raise ValueError(f"give a task checkpoints or tables, not both: {both}")
     for task, entries in config["tables"].items():
         check_tables(task, entries, config["trm_seeds"])
+    joint = any(len(_haltings(config, t)) > 1 for t in config["tasks"] if t not in config["tables"])
+    if joint and not set(config["joint_seeds"]) <= set(config["trm_seeds"]):
+        raise ValueError(f"joint_seeds must be among trm_seeds {config['trm_seeds']} (joint TRM seed k is paired with "
+                         f"the BCE TRM's seed k; \"joint\": [] runs without the joint families), got "
+                         f"{config['joint_seeds']!r}")  # fmt: skip
     for task, folders in config["checkpoints"].items():
         if not isinstance(folders, list) or len(folders) != len(config["trm_seeds"]):
             raise ValueError(f"checkpoints[{task!r}] must list one run directory per TRM seed {config['trm_seeds']}")
-    missing = sorted({t for t in config["tasks"] for s in config["trm_seeds"]
-                      if t not in config["tables"] and not _source(config, t, s).is_file()})  # fmt: skip
+    missing = sorted({t if h == "bce" else f"{t} ({h})" for t in config["tasks"] if t not in config["tables"]
+                      for h in _haltings(config, t) for s in _seeds(config, h)
+                      if not _source(config, t, s, h).is_file()})  # fmt: skip
     if not config["tasks"] or missing:
         what = "a training config in experiments/configs" if config["retrain"] else "a checkpoint per TRM seed"
-        raise ValueError(f"tasks must be a non-empty list of tasks with {what}; {missing or 'none'} lack one")
+        hint = " (\"joint\": [] runs without the joint families)" if any("(" in m for m in missing) else ""
+        raise ValueError(f"tasks must be a non-empty list of tasks with {what}; {missing or 'none'} lack one{hint}")
     return config
 
 
-def _source(config: dict[str, Any], task: str, seed: int) -> Path:
+def _haltings(config: dict[str, Any], task: str) -> list[str]:
+    """The training objectives of ``task``'s TRMs: "bce", and the joint families' on ``JOINT_TASKS``."""
+    return ["bce", *(JOINT_FAMILIES[f] for f in config["joint"] if task in JOINT_TASKS)]
+
+
+def _seeds(config: dict[str, Any], halting: str) -> list[int]:
+    """The TRM seeds of a training objective: ``trm_seeds`` for "bce", ``joint_seeds`` for a joint objective."""
+    return config["trm_seeds"] if halting == "bce" else config["joint_seeds"]
+
+
+def _source(config: dict[str, Any], task: str, seed: int, halting: str = "bce") -> Path:
     """What a TRM seed needs before any work: its training config (retrain) or its checkpoint."""
+    name = task if halting == "bce" else f"{task}-{halting}"
     if config["retrain"]:
-        return CONFIG_DIR / f"{task}.json"
-    given = config["checkpoints"].get(task)
-    folder = Path(given[config["trm_seeds"].index(seed)]) if given else shipped_checkpoint(task, seed)
+        return CONFIG_DIR / f"{name}.json"
+    given = config["checkpoints"].get(task) if halting == "bce" else None
+    folder = Path(given[config["trm_seeds"].index(seed)]) if given else shipped_checkpoint(task, seed, halting)
     return folder / "model.pt"
 
 
@@ -203,20 +230,29 @@ class Run:
         if failed is not None:
             raise failed
 
-    def checkpoint(self, task: str, seed: int) -> ModelSource:
-        """Stage 1: the TRM folder of ``task`` and ``seed`` (shipped, given in the config, or retrained), or the
-        model's saved tables per split."""
+    def checkpoint(self, task: str, seed: int, halting: str = "bce") -> ModelSource:
+        """Stage 1: the TRM folder of ``task``, ``seed`` and training objective (shipped, given in the config, or
+        retrained), or the model's saved tables per split."""
         if task in self.config["tables"]:
             return check_tables(task, self.config["tables"][task], self.config["trm_seeds"])[
                 self.config["trm_seeds"].index(seed)]
+        source = _source(self.config, task, seed, halting)
         if not self.config["retrain"]:
-            return _source(self.config, task, seed).parent
-        folder = self.out / "trm" / task / f"seed{seed}"
-        config = TrainConfig.from_json(CONFIG_DIR / f"{task}.json")
+            return source.parent
+        folder = self.out / "trm" / source.stem / f"seed{seed}"
+        config = TrainConfig.from_json(source)
         config.seed = seed
-        self.stage(f"trm/{task}/seed{seed}", folder / "model.pt", {"stage": "trm", "train": asdict(config)},
-                   train_trm_stage, task=task, seed=seed, config_path=CONFIG_DIR / f"{task}.json", out_dir=folder)
+        self.stage(f"trm/{source.stem}/seed{seed}", folder / "model.pt", {"stage": "trm", "train": asdict(config)},
+                   train_trm_stage, task=task, seed=seed, config_path=source, out_dir=folder)
         return folder
+
+    def joint_checkpoints(self, task: str, seed: int) -> dict[str, Path]:
+        """Stage 1 for the joint families of ``task``: family -> the folder of its own TRM seed ``seed`` (none for
+        a seed outside ``joint_seeds`` or a task of saved tables)."""
+        if task in self.config["tables"] or seed not in self.config["joint_seeds"]:
+            return {}
+        return {family: self.checkpoint(task, seed, JOINT_FAMILIES[family]) for family in self.config["joint"]
+                if task in JOINT_TASKS}  # fmt: skip
 
     def rl_agents(self, task: str, seed: int, checkpoint: ModelSource
                   ) -> tuple[list[Path], list[dict[str, Any]], list[int | None]]:  # fmt: skip
@@ -239,40 +275,47 @@ class Run:
         return paths, keys, jobs
 
     def evaluations(self, task: str, seed: int, checkpoint: ModelSource,
-                    rl: tuple[list[Path], list[dict], list[int | None]]) -> dict[str, Path]:  # fmt: skip
-        """Stage 3: every policy group's halting steps on val and test (the RL group after its agents)."""
+                    rl: tuple[list[Path], list[dict], list[int | None]], joint: dict[str, Path] | None = None
+                    ) -> dict[str, Path]:  # fmt: skip
+        """Stage 3: every policy group's halting steps on val and test (the RL group after its agents; a joint
+        family on its own TRM, ``joint``)."""
         settings = self._settings()
         paths, keys, jobs = rl
         out = {}
-        for group in ("rules", "rl", *self.config["learners"]):
+        groups = [*((g, checkpoint) for g in ("rules", "rl", *self.config["learners"])), *(joint or {}).items()]
+        for group, folder in groups:
             path = self.out / "episodes" / task / f"trm{seed}" / f"{group}.npz"
             key = {"stage": "evaluate", "group": group, "task_kwargs": self._task_kwargs(task),
-                   "checkpoint": source_digest(checkpoint), "settings": settings,
-                   "grids": {"rules": DEFAULT_PARAMS, "learners": GRIDS},
+                   "checkpoint": source_digest(folder), "settings": settings,
+                   "grids": {"rules": DEFAULT_PARAMS, "learners": GRIDS, "joint": JOINT_GRIDS},
                    "rl": keys if group == "rl" else []}  # fmt: skip
             self.stage(f"episodes/{task}/trm{seed}/{group}", path, key, evaluate_stage,
                        after=tuple(jobs) if group == "rl" else (), task=task, task_kwargs=self._task_kwargs(task),
-                       checkpoint=checkpoint, group=group, settings=settings, out=path,
+                       checkpoint=folder, group=group, settings=settings, out=path,
                        rl_paths=paths if group == "rl" else ())  # fmt: skip
             out[group] = path
         return out
 
     def live(self, task: str, checkpoints: dict[int, Path], chosen: dict[str, float],
-             rl: dict[int, tuple[list[Path], list[dict], list[int | None]]]) -> Path:  # fmt: skip
+             rl: dict[int, tuple[list[Path], list[dict], list[int | None]]],
+             joint: dict[int, dict[str, Path]] | None = None) -> Path:  # fmt: skip
         """Stage 5: every deployable val-chosen point of ``task`` run live: equality on every TRM seed (the first
-        one only unless ``live_all_seeds``: each seed refits the learned families), wall time and latency."""
-        c = self.config
+        one only unless ``live_all_seeds``: each seed refits the learned families; a joint family on its own TRMs,
+        ``joint``: seed -> family -> folder), wall time and latency."""
+        c, joint = self.config, joint or {}
         if not c["live_all_seeds"]:
             first = min(checkpoints)
             checkpoints, rl = {first: checkpoints[first]}, {first: rl[first]}
+            joint = {seed: joint[seed] for seed in sorted(joint)[:1]}
         settings = {**self._settings(), **{key: c[key] for key in POSITIVE}}
         path = self.out / "live" / f"{task}.json"
         key = {"stage": "live", "task_kwargs": self._task_kwargs(task), "chosen": chosen, "settings": settings,
                "checkpoints": {seed: source_digest(folder) for seed, folder in checkpoints.items()},
-               "rl": {seed: keys for seed, (_, keys, _) in rl.items()}}  # fmt: skip
+               "rl": {seed: keys for seed, (_, keys, _) in rl.items()},
+               "joint": {seed: {f: source_digest(d) for f, d in folders.items()} for seed, folders in joint.items()}}
         self.stage(f"live/{task}", path, key, live_stage, task=task, task_kwargs=self._task_kwargs(task),
                    checkpoints=checkpoints, chosen=chosen, settings=settings,
-                   rl_paths={seed: paths for seed, (paths, _, _) in rl.items()}, out=path)  # fmt: skip
+                   rl_paths={seed: paths for seed, (paths, _, _) in rl.items()}, out=path, joint=joint)  # fmt: skip
         return path
 
     def _settings(self) -> dict[str, Any]:
@@ -314,16 +357,19 @@ def _main(run: Run) -> int:
     config, start = run.config, time.perf_counter()
     pairs = [(task, seed) for task in config["tasks"] for seed in config["trm_seeds"]]
     checkpoints = {pair: run.checkpoint(*pair) for pair in pairs}
+    joint = {pair: run.joint_checkpoints(*pair) for pair in pairs}
     run.flush()  # the TRMs first: every later key holds their digests
     rl = {pair: run.rl_agents(*pair, checkpoints[pair]) for pair in pairs}
-    evaluations = {pair: run.evaluations(*pair, checkpoints[pair], rl[pair]) for pair in pairs}
+    evaluations = {pair: run.evaluations(*pair, checkpoints[pair], rl[pair], joint[pair]) for pair in pairs}
     run.flush()
-    artifacts = {task: {seed: {"checkpoint": checkpoints[(task, seed)], **evaluations[(task, seed)]}
+    artifacts = {task: {seed: {"checkpoint": checkpoints[(task, seed)], JOINT_CHECKPOINTS: joint[(task, seed)],
+                               **evaluations[(task, seed)]}
                         for seed in config["trm_seeds"]} for task in config["tasks"]}  # fmt: skip
     agents = {task: {seed: rl[(task, seed)][0] for seed in config["trm_seeds"]} for task in config["tasks"]}
     analysis = analyse(artifacts, agents, config)
     live = {t.task: run.live(t.task, {seed: checkpoints[(t.task, seed)] for seed in config["trm_seeds"]},
-                             deployable_choices(t.chosen), {seed: rl[(t.task, seed)] for seed in config["trm_seeds"]})
+                             deployable_choices(t.chosen), {seed: rl[(t.task, seed)] for seed in config["trm_seeds"]},
+                             {seed: joint[(t.task, seed)] for seed in config["trm_seeds"] if joint[(t.task, seed)]})
             for t in analysis.tasks if t.task not in config["tables"]}  # fmt: skip
     run.flush()
     add_compute(analysis, live)

@@ -8,7 +8,7 @@ Any flag that is not a training setting is a ``load_task`` override of the task 
 ``--train-end``, ...), stored in the config's ``task_kwargs``. The run directory gets ``model.pt``,
 ``config.json``, ``metrics.json`` and TensorBoard scalars (``tensorboard --logdir <out>/tensorboard``).
 ``--ship`` writes into the package's shipped checkpoint folder ``trm_env/checkpoints/<task>/seed<seed>/``
-instead (without TensorBoard files).
+instead (without TensorBoard files); a joint ``--halting`` objective's into ``<task>-<halting>/seed<seed>/``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         value = getattr(args, f.name, None)
         if value is not None:
             setattr(config, f.name, value)
-    out = shipped_checkpoint(config.task, config.seed) if args.ship else args.out or Path("runs") / f"trm-{config.task}"
+    out = shipped_checkpoint(config.task, config.seed, config.halting) if args.ship else \
+        args.out or Path("runs") / f"trm-{config.task}"  # fmt: skip
     start = time.perf_counter()
     _, metrics = train(config, out_dir=out, progress=not args.no_progress, tensorboard=not args.ship)
     elapsed = time.perf_counter() - start
@@ -65,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"trained {config.task} in {elapsed:.1f} s ({metrics['epochs_run']} epochs) -> {out}")
     print(f"test accuracy by step: {' '.join(f'{a:.3f}' for a in test['accuracy'])}")
     print(f"test profit-weighted CE at the last step: {test['profit_weighted_ce'][-1]:.4f}")
-    halt = test["halt_head"]
-    print(f"halt head (p > 0.5): mean steps {halt['mean_steps']:.2f}, accuracy {halt['accuracy']:.3f}")
+    halt = test.get("halt_rule", test["halt_head"])
+    print(f"halt rule of {config.halting}: mean steps {halt['mean_steps']:.2f}, accuracy {halt['accuracy']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,31 @@
-"""The checkpoints shipped inside the package (ten TRM seeds per task) reproduce their recorded metrics."""
+"""The checkpoints shipped inside the package (ten TRM seeds per task, and three TRMs per task trained with each joint
+halting objective) reproduce their recorded metrics."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agents.joint import JOINT_FAMILIES
+from agents.joint_study import JOINT_TASKS
 from trm_env import TinyRecursiveModel
+from trm_env.resolve import JOINT_SEEDS
 from trm_env.rollouts import SHIPPED_SEEDS, shipped_checkpoint
 from trm_env.tasks import load_task
 from trm_env.training import TrainConfig, evaluate_steps, train
 
 TASKS = ("sp500", "regime-chain", "pointer", "pointer-extrapolate")
 SHIPPED = [(task, seed) for task in TASKS for seed in SHIPPED_SEEDS]
+JOINT = [(task, objective, seed) for task in JOINT_TASKS for objective in JOINT_FAMILIES.values()
+         for seed in JOINT_SEEDS]  # fmt: skip
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 
-def _recorded(name: str, seed: int) -> tuple[dict, dict]:
-    folder = shipped_checkpoint(name, seed)
+def _recorded(name: str, seed: int, halting: str = "bce") -> tuple[dict, dict]:
+    folder = shipped_checkpoint(name, seed, halting)
     return json.loads((folder / "config.json").read_text()), json.loads((folder / "metrics.json").read_text())
 
 
@@ -36,6 +44,28 @@ def test_shipped_checkpoint_is_small_and_reproduces_its_metrics(name: str, seed:
         for key in ("accuracy", "mean_pnl", "profit_weighted_ce", "halt_target_rate"):
             np.testing.assert_allclose(now[key], metrics[split][key], rtol=0, atol=1e-6, err_msg=f"{split} {key}")
         assert now["halt_head"]["histogram"] == metrics[split]["halt_head"]["histogram"]
+
+
+@pytest.mark.parametrize(("name", "objective", "seed"), JOINT)
+def test_joint_checkpoint_matches_its_config_and_reproduces_its_test_metrics(name: str, objective: str, seed: int
+                                                                             ) -> None:  # fmt: skip
+    """Trained from ``experiments/configs/<task>-<objective>.json`` with its seed; its own rule's use recorded."""
+    assert (shipped_checkpoint(name, seed, objective) / "model.pt").stat().st_size < 1_000_000
+    config, metrics = _recorded(name, seed, objective)
+    train = config["train"]
+    assert (config["task"], train["seed"], train["halting"]) == (name, seed, objective)
+    recipe = json.loads((CONFIGS / f"{name}-{objective}.json").read_text())
+    assert {key: train[key] for key in recipe if key != "seed"} == {k: v for k, v in recipe.items() if k != "seed"}
+    task = load_task(name, **train["task_kwargs"])
+    assert task.fingerprint() == config["task_fingerprint"], "the task data changed since the checkpoint"
+    model = TinyRecursiveModel.load(shipped_checkpoint(name, seed, objective), input_dim=task.num_features)
+    assert model.train_config == train and model.halt_head.out_features == (2 if objective == "q_halt" else 1)
+    now = evaluate_steps(model, task, "test", train["pnl_scale"], train["confidence_threshold"], objective)
+    for key in ("accuracy", "profit_weighted_ce"):
+        np.testing.assert_allclose(now[key], metrics["test"][key], rtol=0, atol=1e-6, err_msg=key)
+    rule, recorded = now["halt_rule"], metrics["test"]["halt_rule"]
+    assert rule["histogram"] == recorded["histogram"] and rule["halting"] == objective
+    assert rule["profit_weighted_ce"] == pytest.approx(recorded["profit_weighted_ce"], abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", SHIPPED_SEEDS)

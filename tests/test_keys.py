@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import trm_env.rollouts as rollouts_module
+from agents.joint import JOINT_FAMILIES
 from agents.learners import LEARNERS
 from agents.stages import GROUPS
 from trm_env.loss import profit_weighted_ce
@@ -189,7 +190,7 @@ def _planned_keys(run_module: ModuleType, out: Path, changes: dict[str, Any], ch
     return planned
 
 
-EVALUATIONS = GROUPS  # rules, rl and every learner family
+EVALUATIONS = tuple(g for g in GROUPS if g not in JOINT_FAMILIES)  # rules, rl, every learner (joint: own TRMs)
 EPISODES = tuple(f"episodes:{g}" for g in EVALUATIONS)
 EVERYTHING = ("rl", *EPISODES, "live")
 # config change -> the stages whose key must change, and those whose key may (the evaluation settings are one

@@ -36,14 +36,15 @@ NOTEBOOK = EXPERIMENTS / "halting_curves.ipynb"
 TASK = "regime-chain"
 TINY = {"tasks": [TASK], "trm_seeds": [0, 1], "step_costs": [0.01], "rl_seeds": [0], "total_timesteps": 1024,
         "n_envs": 8, "n_resamples": 200, "learners": ["fitted_q", "continuation_head"], "timing_samples": 300,
-        "timing_rounds": 1, "latency_samples": 5, "live_all_seeds": True}  # fmt: skip
-PLOTS = ("forest", "mean_return", "accuracy", "halting_steps", "difficulty", "wall_time")
+        "timing_rounds": 1, "latency_samples": 5, "live_all_seeds": True, "joint": ["ponder_joint"],
+        "joint_seeds": [0, 1]}  # fmt: skip
+PLOTS = ("forest", "mean_return", "accuracy", "halting_steps", "difficulty", "wall_time", "joint_steps")
 CALIBRATED = {"calibrated_halt_head_a0.01", "calibrated_halt_head_a0.05", "calibrated_fitted_q_a0.01",
               "calibrated_fitted_q_a0.05"}  # fmt: skip
 FAMILIES = {"halt_head", "rl_ppo", "fixed_depth", "confidence", "kl_exit", "entropy_exit", "patience", "oracle",
             "random", "fitted_q", "continuation_head", "privileged_at_difficulty", "privileged_final_flag",
-            *CALIBRATED}  # fmt: skip
-GROUPS = ("rules", "rl", "fitted_q", "continuation_head")
+            "ponder_joint", *CALIBRATED}  # fmt: skip
+GROUPS = ("rules", "rl", "fitted_q", "continuation_head", "ponder_joint")  # ponder_joint: on its own TRMs
 SERIAL = ("--backend", "serial")  # run.py defaults to Ray (faster for the real configs); tiny runs need no start-up
 PER_SEED = 1 + len(GROUPS)  # per TRM seed: one RL agent and its evaluation groups
 STAGES = 2 * PER_SEED + 1  # and the task's live stage
@@ -302,8 +303,8 @@ def test_retrain_is_keyed_on_the_training_config(run_module: ModuleType, tmp_pat
 
     monkeypatch.setattr(run_module, "CONFIG_DIR", configs)
     monkeypatch.setattr(run_module, "train_trm_stage", fake_train)
-    args = ["--config", str(_config(tmp_path, total_timesteps=256)), "--out", str(tmp_path / "run"), "--retrain",
-            *SERIAL]
+    args = ["--config", str(_config(tmp_path, total_timesteps=256, joint=[])), "--out", str(tmp_path / "run"),
+            "--retrain", *SERIAL]  # the BCE TRMs only (the joint ones retrain from their own configs)
     assert run_module.main(args) == 0 and run_module.main(args) == 0
     assert trained == [(1, 0), (1, 1)]
     (configs / f"{TASK}.json").write_text(json.dumps({"task": TASK, "epochs": 2}))
@@ -319,14 +320,16 @@ def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: Modu
     shipped = tmp_path / "checkpoints"
     for seed in (0, 1):
         shutil.copytree(shipped_checkpoint(TASK, seed), shipped / TASK / f"seed{seed}")
-    monkeypatch.setattr(run_module, "shipped_checkpoint", lambda task, seed: shipped / task / f"seed{seed}")
+    monkeypatch.setattr(run_module, "shipped_checkpoint", lambda task, seed, halting="bce": (
+        shipped / task / f"seed{seed}" if halting == "bce" else shipped_checkpoint(task, seed, halting)))  # joint: same
     config = ["--config", str(_config(tmp_path)), "--out", str(out)]
     assert "stages run now: 0" in _main(run_module, capsys, *config)
     model = TinyRecursiveModel.load(shipped / TASK / "seed1")
     with torch.no_grad():
         model.task_head.bias += 0.5
     model.save(shipped / TASK / "seed1" / "model.pt")
-    assert f"stages run now: {PER_SEED + 1}" in _main(run_module, capsys, *config)
+    redone = PER_SEED - 1 + 1  # its agent and groups but its joint TRM's (unchanged), and the live stage
+    assert f"stages run now: {redone}" in _main(run_module, capsys, *config)
 
 
 @pytest.mark.parametrize(
@@ -343,7 +346,11 @@ def test_a_changed_checkpoint_redoes_its_stages(tiny_run: Path, run_module: Modu
         ({"tasks": ["nasdaq"]}, r"a checkpoint per TRM seed; \[.nasdaq.\] lack one"),
         ({"checkpoints": {"sp500": ["x"]}}, "checkpoints must map tasks"),
         ({"checkpoints": {TASK: ["x"]}}, "one run directory per TRM seed"),
-        ({"trm_seeds": [0, 42]}, r"\[.regime-chain.\] lack one"),
+        ({"trm_seeds": [0, 42], "joint_seeds": [0, 42]},
+         r"\['regime-chain', 'regime-chain \(ponder\)'\] lack one \(\"joint\": \[\] runs"),
+        ({"joint": ["pondernet"]}, r"joint must be a list of \['ponder_joint', 'act_joint', 'q_halt_joint'\]"),
+        ({"joint_seeds": [0, 2]}, r"joint_seeds must be among trm_seeds \[0, 1\]"),
+        ({"joint_seeds": []}, "joint_seeds must be a non-empty list of integers"),
         ({"tasks": []}, "non-empty list of tasks"),
     ],
 )

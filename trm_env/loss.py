@@ -172,6 +172,27 @@ class TRMLoss(nn.Module):
             _check_finite(name, t)
         return halt_logits
 
+    def _class_weights(self, task_logits: Tensor) -> Tensor | None:
+        return None if self.class_weights is None else self.class_weights.to(task_logits.dtype)
+
+    def task_losses(self, task_logits: Tensor, labels: Tensor, pnl: Tensor) -> Tensor:
+        """Per-sample task term ``lambda_profit * (1 - tanh(pnl / pnl_scale)) * CE`` (class-weighted) over the last
+        dim: what ``forward`` averages, for the joint halting objectives. ``task_logits`` (..., C), ``labels`` and
+        ``pnl`` (B,) with the leading dim B.
+
+        >>> TRMLoss().task_losses(torch.zeros(2, 3, 8), torch.tensor([0, 1]), torch.tensor([0.0, 0.0])).shape
+        torch.Size([2, 3])
+        """
+        if task_logits.ndim < 2 or labels.ndim != 1 or task_logits.shape[0] != labels.shape[0]:
+            raise ValueError(f"task_logits (B, ..., C) and labels (B,) must share B, got shapes "
+                             f"{tuple(task_logits.shape)} and {tuple(labels.shape)}")  # fmt: skip
+        flat = task_logits.reshape(-1, task_logits.shape[-1])
+        labels, pnl = (t.repeat_interleave(flat.shape[0] // len(labels)) for t in (labels, pnl))
+        self._validate(flat, flat[:, 0], labels, pnl)
+        ce = F.cross_entropy(flat, labels, weight=self._class_weights(flat), reduction="none")
+        weights = profit_weight(pnl.to(ce.dtype), self.pnl_scale)
+        return (self.lambda_profit * weights * ce).reshape(task_logits.shape[:-1])
+
     def forward(
         self,
         task_logits: Tensor,
@@ -181,7 +202,7 @@ class TRMLoss(nn.Module):
         return_components: bool = False,
     ) -> Tensor | dict[str, Tensor | float]:
         halt_logits = self._validate(task_logits, halt_logits, labels, pnl)
-        weight = None if self.class_weights is None else self.class_weights.to(task_logits.dtype)
+        weight = self._class_weights(task_logits)
         ce = F.cross_entropy(task_logits, labels, weight=weight, reduction="none")
         weights = profit_weight(pnl.to(ce.dtype), self.pnl_scale)
         profit_weighted_task_loss = (weights * ce).mean()

@@ -12,7 +12,9 @@ chunk, so evidence arrives one step at a time (used by the ``regime-chain`` task
 
 The halt head starts biased to "continue" (bias -5, as in TRM): an untrained head would say
 "halt" with probability 0.5 at every step, i.e. after about two steps, before the answer has had
-any chance to improve; with the bias it starts at p(halt) ~ 0.007 and learns when to stop.
+any chance to improve; with the bias it starts at p(halt) ~ 0.007 and learns when to stop. With
+``halt_outputs=2`` (the ``q_halt`` objective, ``trm_env.halting_loss``) it has HRM/TRM's two Q outputs
+(Q_halt, Q_continue), both started at weight 0 and bias -5, and the halt logit it emits is Q_halt - Q_continue.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class TinyRecursiveModel(nn.Module):
         n_chunks: int = 0,
         chunk_dim: int = 0,
         halt_bias: float = -5.0,
+        halt_outputs: int = 1,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -128,9 +131,12 @@ class TinyRecursiveModel(nn.Module):
             ("expansion", expansion, 1),
             ("n_chunks", n_chunks, 0),
             ("chunk_dim", chunk_dim, 0),
+            ("halt_outputs", halt_outputs, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if halt_outputs > 2:
+            raise ValueError(f"halt_outputs must be 1 (one halt logit) or 2 (Q_halt, Q_continue), got {halt_outputs}")
         static_dim = input_dim - n_chunks * chunk_dim
         if (n_chunks > 0) != (chunk_dim > 0) or static_dim < 0:
             raise ValueError(
@@ -142,6 +148,8 @@ class TinyRecursiveModel(nn.Module):
             n_cycles=n_cycles, max_steps=max_steps, expansion=expansion, n_chunks=n_chunks,
             chunk_dim=chunk_dim, halt_bias=halt_bias,
         )  # fmt: skip
+        if halt_outputs != 1:  # a one-output model's config (and checkpoint) stays what it was
+            self.config["halt_outputs"] = halt_outputs
         self.input_dim, self.num_classes, self.max_steps = input_dim, num_classes, max_steps
         self.n_latent, self.n_cycles = n_latent, n_cycles
         self.n_chunks, self.chunk_dim, self.static_dim = n_chunks, chunk_dim, static_dim
@@ -152,7 +160,7 @@ class TinyRecursiveModel(nn.Module):
         self.register_buffer("z_init", torch.randn(hidden_dim))
         self.train_config: dict[str, Any] = {}  # set by training; saved with the weights (pnl_scale, ...)
         self.task_head = nn.Linear(hidden_dim, num_classes)
-        self.halt_head = nn.Linear(hidden_dim, 1)
+        self.halt_head = nn.Linear(hidden_dim, halt_outputs)
         nn.init.zeros_(self.halt_head.weight)
         nn.init.constant_(self.halt_head.bias, halt_bias)
 
@@ -201,6 +209,16 @@ class TinyRecursiveModel(nn.Module):
         The state handed on is detached (as in TRM) unless ``detach=False``: then a later step's loss
         also trains the earlier steps that wrote its state (backpropagation through the steps).
         """
+        new_state, task_logits, outputs = self.step_outputs(state, detach)
+        return new_state, task_logits, self.halt_logit(outputs)
+
+    @staticmethod
+    def halt_logit(outputs: Tensor) -> Tensor:
+        """The one halt logit per row (B,) of the halt head's outputs (B, 1 or 2): the logit, or Q_halt - Q_continue."""
+        return outputs[:, 0] if outputs.shape[1] == 1 else outputs[:, 0] - outputs[:, 1]
+
+    def step_outputs(self, state: TRMState, detach: bool = True) -> tuple[TRMState, Tensor, Tensor]:
+        """``step`` with the halt head's raw outputs (B, halt_outputs) in place of the halt logit (for training)."""
         x = self._step_input(state)
         y, z = state.y, state.z
         with torch.no_grad():
@@ -208,11 +226,11 @@ class TinyRecursiveModel(nn.Module):
                 y, z = self._cycle(x, y, z)
         y, z = self._cycle(x, y, z)
         task_logits = self.task_head(y)
-        halt_logits = self.halt_head(y).squeeze(-1)
+        halt_outputs = self.halt_head(y)
         if detach:
             y, z = y.detach(), z.detach()
         new_state = TRMState(state.x, state.chunks, y, z, state.step + 1)
-        return new_state, task_logits, halt_logits
+        return new_state, task_logits, halt_outputs
 
     def rollout(
         self, x: Tensor, steps: int | None = None, return_answers: bool = False

@@ -15,15 +15,19 @@ from trm_env.model import TinyRecursiveModel
 from trm_env.stepping import Stepper, check_stepper
 from trm_env.task import Task
 
-__all__ = ["CHECKPOINT_DIR", "SHIPPED_SEEDS", "module_digest", "resolve_model", "resolve_stepper", "shipped_checkpoint"]
+__all__ = ["CHECKPOINT_DIR", "JOINT_SEEDS", "SHIPPED_SEEDS", "module_digest", "resolve_model", "resolve_stepper",
+           "shipped_checkpoint"]  # fmt: skip
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 SHIPPED_SEEDS = tuple(range(10))
+JOINT_SEEDS = (0, 1, 2)  # the seeds shipped per joint halting objective (docs/joint_halting.md)
 
 
-def shipped_checkpoint(task_name: str, seed: int = 0) -> Path:
-    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (``SHIPPED_SEEDS``: 0..9)."""
-    return CHECKPOINT_DIR / task_name / f"seed{seed}"
+def shipped_checkpoint(task_name: str, seed: int = 0, halting: str = "bce") -> Path:
+    """The folder of the TRM shipped for ``task_name`` trained with ``seed`` (``SHIPPED_SEEDS``: 0..9); a joint
+    ``halting`` objective's TRMs lie in ``<task_name>-<halting>/`` (``JOINT_SEEDS``: 0, 1 and 2; sp500,
+    regime-chain and pointer, ``agents.joint_study.JOINT_TASKS``)."""
+    return CHECKPOINT_DIR / (task_name if halting == "bce" else f"{task_name}-{halting}") / f"seed{seed}"
 
 
 def resolve_model(checkpoint: str | Path | TinyRecursiveModel | None, task: Task) -> TinyRecursiveModel:

@@ -4,11 +4,17 @@ For every batch: run K supervision steps, apply ``TRMLoss`` to each step's logit
 losses, and take **one** AdamW step per batch. TRM steps the optimizer after every supervision step;
 the state handed between steps is detached, so both give each step its own loss signal, and one step
 per batch costs K times fewer optimizer updates (documented choice: faster on CPU). An EMA of the weights is what we
-evaluate, early-stop on (validation profit-weighted CE at the last step) and save. ``detach_steps=False``
+evaluate, early-stop on (validation profit-weighted CE at the last step; for a joint objective see
+``_stopping_score``) and save. ``detach_steps=False``
 backpropagates through all K steps instead: a later step's loss then also trains the steps that wrote its
 state, which a fixed-input task needs (with the state detached, every step learns only a one-shot
 answer and no step learns to leave a usable intermediate result). ``device="cuda"`` trains on a GPU; the
 final model, its metrics and the saved weights are on the CPU either way.
+
+``halting`` picks the halt objective: ``"bce"`` (TRMLoss's halt term, the default) or a joint one,
+``"ponder"``, ``"act"`` or ``"q_halt"`` (``trm_env.halting_loss``): its one loss over the batch's K steps replaces
+the mean of the K TRMLoss values, with the same profit-weighted CE as its task term (TRMLoss values are still
+computed per step, without gradient, for the logs).
 
 A run directory holds ``model.pt`` (see ``TinyRecursiveModel.save``), ``config.json`` (every
 hyperparameter, the task name and its data hash) and ``metrics.json`` (per step on every split:
@@ -30,6 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from trm_env.checks import check_int
+from trm_env.halting_loss import JointObjective, check_halting, rule_fires
 from trm_env.io import write_json_atomic
 from trm_env.loss import PNL_SCALE, TRMLoss, class_weights_from_labels, halt_target, profit_weighted_ce
 from trm_env.model import TinyRecursiveModel, resolve_device, torch_threads
@@ -66,6 +73,12 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda" or "auto"; the saved model and its metrics are computed on the CPU
     seed: int = 0
     num_threads: int = 1  # tiny matmuls: one thread is fastest on CPU and keeps results reproducible
+    halting: str = "bce"  # "bce" (TRMLoss's halt term), or joint: "ponder", "act", "q_halt" (trm_env.halting_loss)
+    ponder_lambda_p: float = 0.2  # ponder: the geometric prior's lambda_p
+    ponder_beta: float = 0.01  # ponder: the KL weight beta
+    act_tau: float = 0.01  # act: the ponder cost tau
+    q_weight: float = 0.5  # q_halt: the weight of the Q losses (TRM: 0.5)
+    exploration: float = 0.1  # q_halt: probability of a random minimum halting step in [2, K] (TRM: 0.1)
 
     def validate(self) -> None:
         """Reject a bad config before any work starts."""
@@ -75,6 +88,16 @@ class TrainConfig:
             raise ValueError(f"need lr > 0, 0 <= ema_decay < 1, patience >= 1; got {self.lr}, "
                              f"{self.ema_decay}, {self.patience}")  # fmt: skip
         resolve_device(self.device)
+        if check_halting(self.halting) != "bce":
+            self.objective()
+
+    def objective(self) -> JointObjective | None:
+        """The joint halting objective of ``halting`` (None for "bce"), its settings checked."""
+        if self.halting == "bce":
+            return None
+        return JointObjective(self.halting, self.ponder_lambda_p, self.ponder_beta, self.act_tau, self.q_weight,
+                              self.exploration, self.seed)  # fmt: skip
+
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
         """Read the ``train`` section of a ``config.json`` (or a bare dict of fields)."""
@@ -98,17 +121,19 @@ def build_model(config: TrainConfig, task: Task) -> TinyRecursiveModel:
         expansion=config.expansion,
         n_chunks=task.n_chunks,
         chunk_dim=task.chunk_dim,
+        halt_outputs=2 if config.halting == "q_halt" else 1,
     )
 
 
 @torch.no_grad()
 def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale: float = PNL_SCALE,
-                   confidence_threshold: float = 0.7) -> dict[str, Any]:  # fmt: skip
+                   confidence_threshold: float = 0.7, halting: str = "bce") -> dict[str, Any]:  # fmt: skip
     """Per-step accuracy, mean realized pnl, profit-weighted CE and halt-target positive rate on a split,
     plus the halt head's use.
 
     The halt head halts at the first step whose halt probability exceeds 0.5 (else at K). The halt
-    target is TRMLoss's: max probability above ``confidence_threshold`` and correct.
+    target is TRMLoss's: max probability above ``confidence_threshold`` and correct. A joint objective's
+    model also gets ``halt_rule``: the same statistics of its own rule at its default knob (``rule_fires``).
     """
     model.eval()
     x, labels, pnl = task.tensors(split)
@@ -119,24 +144,55 @@ def evaluate_steps(model: TinyRecursiveModel, task: Task, split: str, pnl_scale:
     pnl_matrix = torch.from_numpy(task.pnl_matrix[task.split(split)]).double()
     realized = pnl_matrix.gather(1, pred)
     pwce = profit_weighted_ce(task_logits.double(), labels[:, None], pnl[:, None].double(), pnl_scale)
-    fires = torch.sigmoid(halt_logits) > 0.5
-    halt_step = torch.where(fires.any(1), fires.double().argmax(1), torch.full_like(labels, steps - 1))
     rows = torch.arange(len(labels))
-    return {
+
+    def use(fires: torch.Tensor) -> dict[str, Any]:
+        halt_step = torch.where(fires.any(1), fires.double().argmax(1), torch.full_like(labels, steps - 1))
+        return {"histogram": torch.bincount(halt_step, minlength=steps).tolist(),
+                "mean_steps": float((halt_step + 1).double().mean()),
+                "accuracy": float(correct[rows, halt_step].mean()), "mean_pnl": float(realized[rows, halt_step].mean()),
+                "profit_weighted_ce": float(pwce[rows, halt_step].mean())}  # fmt: skip
+
+    out = {
         "n": len(labels),
         "accuracy": correct.mean(0).tolist(),
         "mean_pnl": realized.mean(0).tolist(),
         "profit_weighted_ce": pwce.mean(0).tolist(),
         "halt_target_rate": halt_target(task_logits, labels[:, None], confidence_threshold).mean(0).tolist(),
-        "halt_head": {
-            "threshold": 0.5,
-            "histogram": torch.bincount(halt_step, minlength=steps).tolist(),
-            "mean_steps": float((halt_step + 1).double().mean()),
-            "accuracy": float(correct[rows, halt_step].mean()),
-            "mean_pnl": float(realized[rows, halt_step].mean()),
-            "profit_weighted_ce": float(pwce[rows, halt_step].mean()),
-        },
+        "halt_head": {"threshold": 0.5, **use(torch.sigmoid(halt_logits) > 0.5)},
     }
+    if halting != "bce":
+        out["halt_rule"] = {"halting": halting, **use(rule_fires(halting, halt_logits))}
+    return out
+
+
+@torch.no_grad()
+def objective_loss(model: TinyRecursiveModel, task: Task, criterion: TRMLoss, objective: JointObjective,
+                   split: str = "val") -> float:  # fmt: skip
+    """A joint objective's loss on a whole split, without exploration: what a joint run early-stops on."""
+    model.eval()
+    device = next(model.parameters()).device
+    x, labels, pnl = (t.to(device) for t in task.tensors(split))
+    state, task_logits, outputs = model.initial_state(x), [], []
+    for _ in range(model.max_steps):
+        state, logits, halt = model.step_outputs(state)
+        task_logits.append(logits)
+        outputs.append(halt)
+    logits = torch.stack(task_logits, dim=1)
+    return float(objective(criterion.task_losses(logits, labels, pnl), logits, torch.stack(outputs, dim=1), labels,
+                           explore=False))  # fmt: skip
+
+
+def _stopping_score(val: dict[str, Any], model: TinyRecursiveModel, task: Task, criterion: TRMLoss,
+                    objective: JointObjective | None) -> float:  # fmt: skip
+    """What early stopping minimises: the val profit-weighted CE at the last step ("bce"); ponder's and act's own
+    loss on val; for q_halt the val profit-weighted CE at its own rule's halt (its training loss averages over the
+    steps up to the model's own halts, so it is not comparable between epochs that halt differently)."""
+    if objective is None:
+        return val["profit_weighted_ce"][-1]
+    if objective.halting == "q_halt":
+        return val["halt_rule"]["profit_weighted_ce"]
+    return objective_loss(model, task, criterion, objective)
 
 
 COMPONENTS = ("total_loss", "halt_loss", "profit_weighted_task_loss", "task_loss", "halt_target_rate")
@@ -149,6 +205,7 @@ def _train_epoch(
     criterion: TRMLoss,
     loader: torch.utils.data.DataLoader,
     config: TrainConfig,
+    objective: JointObjective | None = None,
 ) -> torch.Tensor:
     """One pass over the train split; returns the epoch's mean loss components per step, (K, components)."""
     model.train()
@@ -157,11 +214,20 @@ def _train_epoch(
     for batch in loader:
         x, labels, pnl = (t.to(device) for t in batch)
         state = model.initial_state(x)
-        losses = []
+        losses, task, halt = [], [], []
         for _ in range(config.max_steps):
-            state, task_logits, halt_logits = model.step(state, detach=config.detach_steps)
-            losses.append(criterion(task_logits, halt_logits, labels, pnl, return_components=True))
-        loss = torch.stack([c["total_loss"] for c in losses]).mean()
+            state, task_logits, halt_outputs = model.step_outputs(state, detach=config.detach_steps)
+            with torch.set_grad_enabled(objective is None):  # a joint objective's loss comes from all K steps
+                losses.append(criterion(task_logits, model.halt_logit(halt_outputs), labels, pnl,
+                                        return_components=True))  # fmt: skip
+            task.append(task_logits)
+            halt.append(halt_outputs)
+        if objective is None:
+            loss = torch.stack([c["total_loss"] for c in losses]).mean()
+        else:
+            task_logits = torch.stack(task, dim=1)
+            loss = objective(criterion.task_losses(task_logits, labels, pnl), task_logits, torch.stack(halt, dim=1),
+                             labels)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -216,6 +282,7 @@ def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
     loader = task.loader("train", config.batch_size, shuffle=True, seed=config.seed)
+    objective = config.objective()
     writer = None
     if tensorboard and out_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
@@ -224,9 +291,9 @@ def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress
     best, best_state, stale = np.inf, None, 0
     bar = tqdm(range(config.epochs), desc=f"train TRM on {task.name}", disable=not progress, unit="epoch")
     for epoch in bar:
-        train_parts = _train_epoch(model, ema, optimizer, criterion, loader, config)
-        val = evaluate_steps(ema.module, task, "val", config.pnl_scale, config.confidence_threshold)
-        score = val["profit_weighted_ce"][-1]
+        train_parts = _train_epoch(model, ema, optimizer, criterion, loader, config, objective)
+        val = evaluate_steps(ema.module, task, "val", config.pnl_scale, config.confidence_threshold, config.halting)
+        score = _stopping_score(val, ema.module, task, criterion, objective)
         if writer is not None:
             _log_epoch(writer, epoch, train_parts, val)
         bar.set_postfix(val_pwce=f"{score:.4f}", val_acc=f"{val['accuracy'][-1]:.3f}")
@@ -245,7 +312,8 @@ def _train(config: TrainConfig, task: Task, out_dir: str | Path | None, progress
     metrics = {
         "epochs_run": epoch + 1,
         "task_fingerprint": task.fingerprint(),
-        **{s: evaluate_steps(final, task, s, config.pnl_scale, config.confidence_threshold) for s in SPLITS},
+        **{s: evaluate_steps(final, task, s, config.pnl_scale, config.confidence_threshold, config.halting)
+           for s in SPLITS},
     }
     if out_dir is not None:
         save_run(out_dir, final, config, task, metrics)
