@@ -105,9 +105,11 @@ def halt_live(stepper: Stepper, inputs: Tensor, policy: Any, spec: TableSpec, ob
         halt_step[done], logits_out[done] = batch["steps"][halt], logits[where]
         halt_prob[done], finished[done] = halt_probability(halt_logits[where]).double().cpu().numpy(), t3
         keep = np.flatnonzero(~halt)
-        index = torch.from_numpy(keep).to(inputs.device)
-        batch.update(state=select_rows(batch["state"], index), carry=select_rows(batch["carry"], index),
-                     positions=batch["positions"][keep], steps=batch["steps"][keep], source=keep)  # fmt: skip
+        if len(keep) < rows:  # nobody halted: the batch stays as it is, no copy
+            index = torch.from_numpy(keep).to(inputs.device)
+            batch.update(state=select_rows(batch["state"], index), carry=select_rows(batch["carry"], index),
+                         positions=batch["positions"][keep], steps=batch["steps"][keep])  # fmt: skip
+        batch["source"] = keep
         for key, amount in zip(timer, (t1 - t0, t2 - t1, t3 - t2, rows), strict=True):
             timer[key] += amount
     timer["wall_s"] = time.perf_counter() - wall

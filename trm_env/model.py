@@ -74,8 +74,9 @@ def _map_blocks(fn: Callable[[Tensor], tuple[Tensor, ...]], blocks: tuple[Tensor
 
 
 class TRMState(NamedTuple):
-    """Recursion state, one row per sample: embedded static input, embedded chunks (or None), y, z and the
-    steps done (B,) (rows may stand at different steps: live halting batches them together)."""
+    """Recursion state, one row per sample: embedded static input, the raw chunks (B, n_chunks, chunk_dim) (or
+    None; a step embeds only its own chunk, so retiring rows copies little), y, z and the steps done (B,) (rows may
+    stand at different steps: live halting batches them together)."""
 
     x: Tensor
     chunks: Tensor | None
@@ -180,7 +181,7 @@ class TinyRecursiveModel(nn.Module):
         x_emb = self.embed(static) if self.embed is not None else x.new_zeros(batch, hidden)
         chunks = None
         if self.embed_chunk is not None:
-            chunks = self.embed_chunk(x[:, self.static_dim :].reshape(batch, self.n_chunks, self.chunk_dim))
+            chunks = x[:, self.static_dim :].reshape(batch, self.n_chunks, self.chunk_dim)
         y = self.y_init.expand(batch, hidden)
         z = self.z_init.expand(batch, hidden)
         return TRMState(x_emb, chunks, y, z, torch.zeros(batch, dtype=torch.long, device=x.device))
@@ -189,9 +190,11 @@ class TinyRecursiveModel(nn.Module):
         """x, plus in stream mode the chunk of each row's own step (none once the chunks are used up)."""
         if state.chunks is None:
             return state.x
-        index = state.step.clamp(max=self.n_chunks - 1)
-        chunk = state.chunks[torch.arange(len(index), device=index.device), index]
-        return torch.where((state.step < self.n_chunks)[:, None], state.x + chunk, state.x)
+        rows = len(state.step)
+        flat = torch.arange(rows, device=state.step.device) * self.n_chunks + state.step.clamp(max=self.n_chunks - 1)
+        chunk = self.embed_chunk(state.chunks.reshape(rows * self.n_chunks, self.chunk_dim).index_select(0, flat))
+        streaming = state.step < self.n_chunks
+        return state.x + chunk if bool(streaming.all()) else torch.where(streaming[:, None], state.x + chunk, state.x)
 
     def latent(self, state: TRMState) -> Tensor:
         """The answer state y of each row (B, hidden_dim): the "latent" observation's extra columns."""
