@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -448,3 +449,36 @@ def test_area_under_the_accuracy_curve() -> None:
     peak = pd.DataFrame({"mean_steps": [3.0], "accuracy": [1.0]})
     assert area(peak, anchors) == pytest.approx(((0.2 + 1.0) / 2 * 2 + (1.0 + 0.6) / 2 * 2) / 4, abs=1e-3)
     assert math.isnan(area(peak, anchors.iloc[:1]))
+
+
+class _Gives(agents.HaltingPolicy):
+    """A policy whose every action is ``make(n)`` for a call on n rows."""
+
+    name = "gives"
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def act(self, observations: np.ndarray, info: Any = None) -> Any:
+        return self.make(len(observations))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda n: np.full(n, np.nan), r"action nan at step 1 \(row 0\)"),
+        (lambda n: np.full(n, 0.9), r"action 0\.9 at step 1 \(row 0\)"),
+        (lambda n: np.full(n, 1.0), r"action 1\.0 at step 1 \(row 0\)"),
+        (lambda n: np.r_[2, np.zeros(n - 1, int)], r"action 2 at step 1 \(row 0\)"),
+        (lambda n: np.full(n, -1), r"action -1 at step 1 \(row 0\)"),
+        (lambda n: np.full(n, "1"), r"action '1' at step 1 \(row 0\)"),
+        (lambda n: np.ones(n, dtype=bool), r"action True at step 1 \(row 0\)"),
+        (lambda n: np.zeros((n, 1), dtype=int), r"actions of shape \(\d+, 1\); expected \(\d+,\)"),
+    ],
+)
+def test_table_env_and_live_refuse_the_same_bad_actions(make: Any, match: str) -> None:
+    """One action check: evaluate (the table), evaluate_by_stepping (the env) and evaluate_live refuse each bad action
+    with the policy's name, the step and the value (never "continue")."""
+    for path in (agents.evaluate, agents.evaluate_by_stepping, agents.evaluate_live):
+        with pytest.raises(ValueError, match=r"gives.*" + match if "shape" not in match else match):
+            path(_Gives(make), "regime-chain", "val")
