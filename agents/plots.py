@@ -118,25 +118,29 @@ def plot_curves(curves: pd.DataFrame, metric: str = "accuracy", title: str = "",
 
 
 def plot_forest(summary: pd.DataFrame, title: str = "", styles: Styles | None = None) -> Figure:
-    """Every family's gain over the fixed depth with its 95% CI, sorted, and a zero line. The axis spans every
-    estimate and every CI up to ``WIDE`` times the median CI's width; a wider CI is cut at the edge, its bounds
-    written there."""
+    """Every family's gain over the fixed depth with its 95% CI, sorted, and a zero line. The axis spans the
+    estimates and CIs of the families whose CI is at most ``WIDE`` times the median CI's width; a wider CI is cut
+    at the edge, and an estimate beyond the axis is drawn at the edge as an arrow; both have their numbers written."""
     styles = _styles(styles, summary["policy"])
     rows = summary.sort_values("gain").reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.4))
     width = rows["gain_hi"] - rows["gain_lo"]
     shown = rows[width <= WIDE * max(float(width[width > 0].median()), 1e-12)] if (width > 0).any() else rows
-    low = min(rows["gain"].min(), shown["gain_lo"].min(), 0.0)
-    high = max(rows["gain"].max(), shown["gain_hi"].max(), 0.0)
+    low = min(shown["gain"].min(), shown["gain_lo"].min(), 0.0)
+    high = max(shown["gain"].max(), shown["gain_hi"].max(), 0.0)
     pad = 0.05 * (high - low or 1e-3)
     for y, row in rows.iterrows():
         style = styles[row["policy"]]
-        error = np.array([[row["gain"] - row["gain_lo"]], [row["gain_hi"] - row["gain"]]])
-        ax.errorbar(row["gain"], y, xerr=np.nan_to_num(error), color=style["color"], marker=style["marker"],
+        gain = float(np.clip(row["gain"], low - pad / 2, high + pad / 2))
+        error = np.array([[gain - row["gain_lo"]], [row["gain_hi"] - gain]])
+        off = gain != row["gain"]
+        marker = ("<" if row["gain"] < low else ">") if off else style["marker"]
+        ax.errorbar(gain, y, xerr=np.clip(np.nan_to_num(error), 0, None), color=style["color"], marker=marker,
                     capsize=3, linestyle="none")  # fmt: skip
         if row["gain_lo"] < low - pad or row["gain_hi"] > high + pad:
-            ax.annotate(f"CI [{row['gain_lo']:+.3g}, {row['gain_hi']:+.3g}], cut", (0.99, y),
-                        xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7)  # fmt: skip
+            text = f"{'gain ' + format(row['gain'], '+.3g') + ', ' if off else ''}CI [{row['gain_lo']:+.3g}, "
+            ax.annotate(f"{text}{row['gain_hi']:+.3g}], off the axis", (0.99, y), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize=7)  # fmt: skip
     ax.set_xlim(low - pad, high + pad)
     ax.axvline(0.0, color="black", linewidth=1)
     ax.set_yticks(range(len(rows)), rows["policy"])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from test_ltt_study import EARLY, N, hand_results
 
+from agents.plots import plot_forest
 from agents.report import Analysis, analyse_task, write_outputs
 from agents.report_text import compact_table, headline
 
@@ -102,3 +103,15 @@ def test_calibrated_exits_next_to_the_uncalibrated_point(written: tuple[Path, An
     assert summary.loc["calibrated_halt_head_a0.05", "detail"] == "TRM seed 0: 0.5; TRM seed 1: 0.9"
     assert analysis.tasks[0].base_risk["halt_head"] == pytest.approx(EARLY / 2 / N)
     assert "| hand | halt_head | 0.05 | 2 × 200 |" in text
+
+
+def test_the_forest_axis_follows_the_ordinary_intervals_and_names_what_is_off_it() -> None:
+    """One family with a huge CI and a far estimate does not squash the others: it is drawn at the edge, its numbers
+    written; the axis spans the other estimates, their CIs and zero."""
+    summary = pd.DataFrame({"policy": ["fixed_depth", "a", "b", "wild"], "gain": [0.0, 0.01, 0.02, -0.7],
+                            "gain_lo": [0.0, 0.005, 0.015, -2.3], "gain_hi": [0.0, 0.015, 0.025, 0.9]})  # fmt: skip
+    ax = plot_forest(summary).axes[0]
+    low, high = ax.get_xlim()
+    assert -0.01 < low < 0.0 < 0.025 < high < 0.03
+    notes = [text.get_text() for text in ax.texts]
+    assert notes == ["gain -0.7, CI [-2.3, +0.9], off the axis"]
