@@ -82,8 +82,8 @@ def _refill(batch: _Batch, owned: Any, halt: np.ndarray, fresh: _Batch | None) -
         index, source = torch.from_numpy(freed).to(fresh.carry.stable.device), np.arange(len(halt))
         positions, steps, source[freed] = batch.positions.copy(), batch.steps.copy(), -1
         positions[freed], steps[freed] = fresh.positions, 0
-        return _Batch(replace_rows(batch.state, index, fresh.state, owned),
-                      replace_rows(batch.carry, index, fresh.carry, None), positions, steps, source)  # fmt: skip
+        carry = replace_rows(batch.carry, index, fresh.carry, batch.carry)  # observation_step's: new every step
+        return _Batch(replace_rows(batch.state, index, fresh.state, owned), carry, positions, steps, source)
     keep = np.flatnonzero(~halt)
     index = torch.from_numpy(keep).to(batch.carry.stable.device)
     kept = _Batch(select_rows(batch.state, index), select_rows(batch.carry, index), batch.positions[keep],
@@ -94,6 +94,27 @@ def _refill(batch: _Batch, owned: Any, halt: np.ndarray, fresh: _Batch | None) -
     return _Batch(cat_rows([kept.state, fresh.state]), cat_rows([kept.carry, fresh.carry]), *rows)
 
 
+@torch.inference_mode()
+def _advance(stepper: Stepper, batch: _Batch, k: int, latent_mode: bool) -> tuple[Tensor, np.ndarray, float]:
+    """One model step of every row and its observation: ``(logits, observation, seconds of the model step)``."""
+    start, device = time.perf_counter(), batch.carry.stable.device
+    batch.state, logits, halt_logits, latent = run_step(stepper, batch.state, len(batch.positions))
+    _sync(device)
+    model_s = time.perf_counter() - start
+    batch.steps += 1
+    obs, batch.carry = observation_step(logits, halt_logits, torch.from_numpy(batch.steps).to(device), k, batch.carry,
+                                        latent if latent_mode else None)  # fmt: skip
+    return logits, obs.cpu().numpy(), model_s
+
+
+@torch.inference_mode()
+def _retire(batch: _Batch, halt: np.ndarray, logits: Tensor, out: dict[str, Any], halt_prob: np.ndarray) -> None:
+    """Write the halted rows' step, logits and halt probability into ``out`` (in input order)."""
+    done, where = batch.positions[halt], torch.from_numpy(np.flatnonzero(halt)).to(logits.device)
+    out["halt_step"][done], out["halt_prob"][done] = batch.steps[halt], halt_prob[halt]
+    out["logits"][torch.from_numpy(done).to(logits.device)] = logits.index_select(0, where)
+
+
 def halt_live(stepper: Stepper, inputs: Tensor, policy: Any, spec: TableSpec, observation: str = "summary",
               batch_size: int = 1024) -> LiveRun:  # fmt: skip
     """Halt every row of ``inputs`` live under ``policy`` (already bound to ``spec``); see the module docstring."""
@@ -102,51 +123,42 @@ def halt_live(stepper: Stepper, inputs: Tensor, policy: Any, spec: TableSpec, ob
     batch_size, n, k = check_int("batch_size", batch_size), len(inputs), spec.max_steps
     if policy.stateful and not callable(getattr(policy, "select", None)):
         raise ValueError(f"{policy!r} is stateful but has no select(rows): live halting moves rows between calls")
-    halt_step, halt_prob, device = np.zeros(n, dtype=np.int64), np.zeros(n), inputs.device
-    logits_out = torch.zeros(n, spec.num_classes, device=device)
-    started, finished = np.zeros(n), np.zeros(n)
+    out = {"halt_step": np.zeros(n, dtype=np.int64), "halt_prob": np.zeros(n), "started": np.zeros(n),
+           "finished": np.zeros(n), "logits": torch.zeros(n, spec.num_classes, device=inputs.device)}  # fmt: skip
     timer = dict.fromkeys(("model_s", "observe_s", "policy_s", "sample_steps"), 0.0)
     column = observation_layout(spec.num_classes, 0)["halt_prob"].start  # the observation's sigmoid(halt logit)
-    wall = time.perf_counter()
-    with torch.no_grad():
-        queued = min(batch_size, n)
-        batch, owned, started[:queued] = _fresh(stepper, inputs, 0, queued, spec.num_classes), None, wall
-        while len(batch.positions):
-            rows, t0 = len(batch.positions), time.perf_counter()
-            batch.state, logits, halt_logits, latent = run_step(stepper, batch.state, rows)
-            _sync(device)
-            t1 = time.perf_counter()
-            batch.steps += 1
-            obs, batch.carry = observation_step(logits, halt_logits, torch.from_numpy(batch.steps).to(device), k,
-                                                batch.carry, latent if observation == "latent" else None)  # fmt: skip
-            obs = obs.cpu().numpy()
-            t2 = time.perf_counter()
-            if policy.stateful:
-                policy.select(batch.source)
-            actions = policy.act(obs, {"index": batch.positions, "step": batch.steps})
-            t3 = time.perf_counter()
-            halt = (check_actions(actions, rows, repr(policy), batch.steps) == 1) | (batch.steps >= k)
-            batch.source = np.arange(rows)
-            if halt.any():  # nobody halted: the batch stays as it is
-                done, where = batch.positions[halt], torch.from_numpy(np.flatnonzero(halt)).to(device)
-                halt_step[done], halt_prob[done], finished[done] = batch.steps[halt], obs[halt, column], t3
-                logits_out[torch.from_numpy(done).to(device)] = logits.index_select(0, where)
-                stop = min(queued + len(done), n)
+    wall, queued = time.perf_counter(), min(batch_size, n)
+    with torch.inference_mode():
+        batch, owned, out["started"][:queued] = _fresh(stepper, inputs, 0, queued, spec.num_classes), None, wall
+    while len(batch.positions):
+        rows, t0 = len(batch.positions), time.perf_counter()
+        logits, obs, model_s = _advance(stepper, batch, k, observation == "latent")
+        t2 = time.perf_counter()
+        if policy.stateful:
+            policy.select(batch.source)
+        actions = policy.act(obs, {"index": batch.positions, "step": batch.steps})
+        t3 = time.perf_counter()
+        halt = (check_actions(actions, rows, repr(policy), batch.steps) == 1) | (batch.steps >= k)
+        batch.source = np.arange(rows)
+        if halt.any():  # nobody halted: the batch stays as it is
+            _retire(batch, halt, logits, out, obs[:, column])
+            out["finished"][batch.positions[halt]], stop = t3, min(queued + int(halt.sum()), n)
+            with torch.inference_mode():
                 fresh = _fresh(stepper, inputs, queued, stop, spec.num_classes) if stop > queued else None
-                started[queued:stop], queued = time.perf_counter(), stop
+                out["started"][queued:stop], queued = time.perf_counter(), stop
                 batch = _refill(batch, owned, halt, fresh)
-                owned = batch.state
-            for key, amount in zip(timer, (t1 - t0, t2 - t1, t3 - t2, rows), strict=True):
-                timer[key] += amount
+            owned = batch.state
+        for key, amount in zip(timer, (model_s, t2 - t0 - model_s, t3 - t2, rows), strict=True):
+            timer[key] += amount
     timer["wall_s"] = time.perf_counter() - wall
-    return LiveRun(halt_step, logits_out, halt_prob, finished - started, timer)
+    return LiveRun(out["halt_step"], out["logits"], out["halt_prob"], out["finished"] - out["started"], timer)
 
 
 def full_depth(stepper: Stepper, inputs: Tensor, max_steps: int, batch_size: int = 1024) -> np.ndarray:
     """Seconds per batch of running every row for ``max_steps`` steps in batches of ``batch_size``: what TRM's
     evaluation does (at batch 1, each sample's latency)."""
     seconds = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for rows in inputs.split(check_int("batch_size", batch_size)):
             start = time.perf_counter()
             state = stepper.initial_state(rows)
