@@ -112,7 +112,7 @@ def _retire(batch: _Batch, halt: np.ndarray, logits: Tensor, out: dict[str, Any]
     """Write the halted rows' step, logits and halt probability into ``out`` (in input order)."""
     done, where = batch.positions[halt], torch.from_numpy(np.flatnonzero(halt)).to(logits.device)
     out["halt_step"][done], out["halt_prob"][done] = batch.steps[halt], halt_prob[halt]
-    out["logits"][torch.from_numpy(done).to(logits.device)] = logits.index_select(0, where)
+    out["logits"].index_copy_(0, torch.from_numpy(done).to(logits.device), logits.index_select(0, where))
 
 
 def halt_live(stepper: Stepper, inputs: Tensor, policy: Any, spec: TableSpec, observation: str = "summary",
