@@ -140,7 +140,7 @@ def halt_live(stepper: Stepper, inputs: Tensor, policy: Any, spec: TableSpec, ob
         t3 = time.perf_counter()
         halt = (check_actions(actions, rows, repr(policy), batch.steps) == 1) | (batch.steps >= k)
         batch.source = np.arange(rows)
-        if halt.any():  # nobody halted: the batch stays as it is
+        if halt.any():  # else nobody halted, and the batch stays as it is
             _retire(batch, halt, logits, out, obs[:, column])
             out["finished"][batch.positions[halt]], stop = t3, min(queued + int(halt.sum()), n)
             with torch.inference_mode():
